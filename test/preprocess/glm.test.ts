@@ -1,0 +1,99 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readNifti } from '../../src/io/nifti.ts';
+import { readBidsEvents } from '../../src/io/tsv.ts';
+import { loadMask, applyMask } from '../../src/preprocess/mask.ts';
+import { OnlineTrialGlm, type GlmMethod, type RawTrialEstimate } from '../../src/preprocess/glm.ts';
+import { canonicalHrf } from '../../src/preprocess/hrf.ts';
+import { HAXBY_MASK, haxbyRun, ROOT } from '../helpers/data.ts';
+import { pythonSkipReason, runPython } from '../helpers/python.ts';
+
+const skip = pythonSkipReason(['numpy']);
+
+interface Case { method: GlmMethod; windowSec: number; censored: number[] }
+
+function runOnline(c: Case) {
+  const { bold, events } = haxbyRun(1);
+  const img = readNifti(bold);
+  const mask = loadMask(HAXBY_MASK);
+  const trials = readBidsEvents(events);
+  const [nx, ny, nz] = img.header.shape;
+  const n = nx * ny * nz;
+  const T = img.header.volumes;
+  const trSec = img.header.trSec;
+  const glm = new OnlineTrialGlm(trials, mask.indices.length, {
+    method: c.method, trSec, windowSec: c.windowSec, drift: { kind: 'poly', order: 2 },
+    expectedDurationSec: T * trSec, motionRegressors: false,
+  });
+  const data = new Float32Array(T * mask.indices.length);
+  const estimates: RawTrialEstimate[] = [];
+  for (let t = 0; t < T; t++) {
+    const masked = applyMask(mask, img.data.subarray(t * n, (t + 1) * n));
+    data.set(masked, t * masked.length);
+    estimates.push(...glm.addVolume(t, t * trSec, masked, undefined, c.censored.includes(t)));
+  }
+  estimates.push(...glm.finish(T - 1));
+  return { estimates, data, trials, trSec, T, V: mask.indices.length };
+}
+
+function reference(c: Case, run: ReturnType<typeof runOnline>): Float64Array {
+  const dir = mkdtempSync(join(tmpdir(), 'glm-ref-'));
+  const spec = {
+    trSec: run.trSec, windowSec: c.windowSec, driftOrder: 2, durationSec: run.T * run.trSec, volumes: run.T,
+    voxels: run.V, method: c.method, censored: c.censored,
+    trials: run.trials.map((t) => ({ onsetSec: t.onsetSec, durationSec: t.durationSec })),
+  };
+  writeFileSync(join(dir, 'spec.json'), JSON.stringify(spec));
+  writeFileSync(join(dir, 'data.f32'), Buffer.from(run.data.buffer));
+  runPython([join(ROOT, 'tools/glm_reference.py'), join(dir, 'spec.json'), join(dir, 'data.f32'), join(dir, 'out.f64')]);
+  const buf = readFileSync(join(dir, 'out.f64'));
+  return new Float64Array(buf.buffer, buf.byteOffset, buf.byteLength / 8);
+}
+
+const cases: Case[] = [
+  { method: 'lss', windowSec: 10, censored: [] },
+  { method: 'lss', windowSec: 10, censored: [20, 21, 57] },
+  { method: 'lsa', windowSec: 10, censored: [] },
+];
+
+for (const c of cases) {
+  test(`${c.method} estimates equal offline OLS (censored: ${c.censored.length})`, { skip }, () => {
+    const run = runOnline(c);
+    const ref = reference(c, run);
+    // Order the online estimates as the reference writes them: by trial, then by volume.
+    const ordered = [...run.estimates].sort((a, b) => a.trialId - b.trialId || a.volIdx - b.volIdx);
+    assert.equal(ordered.length * run.V, ref.length, 'same number of estimates as the reference');
+    for (const trial of run.trials) {
+      const mine = ordered.filter((e) => e.trialId === trial.trialId);
+      assert.equal(mine.filter((e) => e.final).length, 1, `trial ${trial.trialId} has one final estimate`);
+      assert.ok(mine[mine.length - 1].final, `trial ${trial.trialId}: the last estimate is the final one`);
+    }
+    let offset = 0;
+    for (const trial of run.trials) {
+      const mine = ordered.filter((e) => e.trialId === trial.trialId);
+      const finalRef = ref.subarray((offset + mine.length - 1) * run.V, (offset + mine.length) * run.V);
+      const scale = Math.max(...Array.from(finalRef, Math.abs));
+      for (const e of mine) {
+        const r = ref.subarray(offset * run.V, (offset + 1) * run.V);
+        let maxDiff = 0;
+        for (let v = 0; v < run.V; v++) maxDiff = Math.max(maxDiff, Math.abs(e.betas[v] - r[v]));
+        assert.ok(maxDiff <= 1e-4 * scale, `trial ${trial.trialId} at volume ${e.volIdx}: max diff ${maxDiff} > 1e-4 x ${scale}`);
+        offset++;
+      }
+    }
+  });
+}
+
+test('canonical HRF peaks near 5 s and has an undershoot', () => {
+  const dt = 0.1;
+  const h = canonicalHrf(dt);
+  let peak = 0;
+  for (let i = 1; i < h.length; i++) if (h[i] > h[peak]) peak = i;
+  assert.ok(peak * dt > 4.5 && peak * dt < 5.5, `peak at ${peak * dt} s`);
+  const min = Math.min(...Array.from(h));
+  assert.ok(min < 0, 'undershoot below zero');
+  assert.ok(Math.abs(h.reduce((a, b) => a + b, 0) - 1) < 1e-12, 'unit sum');
+});
