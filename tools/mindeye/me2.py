@@ -1,0 +1,70 @@
+"""MindEye2's per-subject ridge and shared backbone (MedARC-AI/MindEyeV2, src/models.py and
+the training notebook's MindEyeModule), rebuilt for export.
+
+- ridge.linears.<i>: Linear(V_subject, h), one per training subject.
+- backbone: n_blocks MLP-mixer blocks over (seq_len, h), Linear(h * seq_len, 256 * 1664) to
+  OpenCLIP ViT-bigG/14 tokens, and `clip_proj` (the retrieval projector, width 1664).
+The blurry (low-level) branch and the diffusion prior are not rebuilt here; docs/models.md
+says what is missing.
+"""
+from torch import nn
+
+
+class RidgeRegression(nn.Module):
+    def __init__(self, input_sizes, out_features):
+        super().__init__()
+        self.linears = nn.ModuleList([nn.Linear(size, out_features) for size in input_sizes])
+
+
+def _mlp(in_dim, out_dim):
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Identity(), nn.Linear(out_dim, out_dim))
+
+
+class BrainNetwork(nn.Module):
+    def __init__(self, h, seq_len, n_blocks, tokens, clip_size):
+        super().__init__()
+        self.seq_len = seq_len
+        self.clip_size = clip_size
+        self.mixer_blocks1 = nn.ModuleList([nn.Sequential(nn.LayerNorm(h), _mlp(h, h)) for _ in range(n_blocks)])
+        self.mixer_blocks2 = nn.ModuleList([
+            nn.Sequential(nn.LayerNorm(seq_len), _mlp(seq_len, seq_len)) for _ in range(n_blocks)
+        ])
+        self.backbone_linear = nn.Linear(h * seq_len, tokens * clip_size)
+        self.clip_proj = nn.Sequential(
+            nn.LayerNorm(clip_size), nn.GELU(), nn.Linear(clip_size, clip_size),
+            nn.LayerNorm(clip_size), nn.GELU(), nn.Linear(clip_size, clip_size),
+            nn.LayerNorm(clip_size), nn.GELU(), nn.Linear(clip_size, clip_size),
+        )
+
+    def latent(self, x):
+        """x [B, seq_len, h] -> backbone tokens [B, tokens, clip]."""
+        residual1 = x
+        residual2 = x.permute(0, 2, 1)
+        for block1, block2 in zip(self.mixer_blocks1, self.mixer_blocks2):
+            x = block1(x) + residual1
+            residual1 = x
+            x = x.permute(0, 2, 1)
+            x = block2(x) + residual2
+            residual2 = x
+            x = x.permute(0, 2, 1)
+        x = x.reshape(x.size(0), -1)
+        return self.backbone_linear(x).reshape(x.shape[0], -1, self.clip_size)
+
+
+class MindEyeModule(nn.Module):
+    def __init__(self, ridge, backbone):
+        super().__init__()
+        self.ridge = ridge
+        self.backbone = backbone
+
+
+class Mindeye2Backbone(nn.Module):
+    """Voxels [B, V] of one subject -> bigG tokens [B, tokens, clip], with seq_len 1."""
+
+    def __init__(self, module, ridge_index):
+        super().__init__()
+        self.ridge = module.ridge.linears[ridge_index]
+        self.backbone = module.backbone
+
+    def forward(self, voxels):
+        return self.backbone.latent(self.ridge(voxels)[:, None, :])
