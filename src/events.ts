@@ -109,6 +109,8 @@ export interface Decoded {
   trialId: number;
   stimulusId: string;
   final: boolean;
+  /** Volumes from the trial's onset that the estimate behind this decode used. */
+  volumesSinceOnset: number;
   estimatedAtMs: number;
   decodedAtMs: number;
   retrievalEmbedding?: Float32Array;

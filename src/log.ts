@@ -2,7 +2,7 @@
  * The shared pino logger. JSON on stderr so that stdout stays free for command output;
  * set MINDEYE_LOG_LEVEL (trace, debug, info, warn, error, silent) to change the level.
  */
-import { pino, type Logger } from 'pino';
+import { pino, destination, type Logger } from 'pino';
 
 export const logger: Logger = pino(
   {
@@ -10,7 +10,7 @@ export const logger: Logger = pino(
     level: process.env.MINDEYE_LOG_LEVEL ?? 'info',
     redact: ['token', '*.token', 'headers.authorization'],
   },
-  pino.destination(2),
+  destination(2),
 );
 
 export function stageLogger(stage: string, bindings: Record<string, unknown> = {}): Logger {

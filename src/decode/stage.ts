@@ -1,0 +1,106 @@
+/**
+ * The decode stage: trial estimates -> decoded outputs, through the model's ONNX heads.
+ *
+ *   input:   e(t0) ─ e(t0) ─ e(t0,F) ─ e(t1) ───── e(t1,F) ──|
+ *   output:  ──── d(t0) ───────── d(t0,F) ── d(t1) ──── d(t1,F)|
+ *
+ * Estimates are decoded in arrival order, one onnxruntime call at a time, batching the estimates
+ * that queued while the previous call ran. Under load a non-final estimate is superseded by a
+ * newer estimate of the same trial that is already queued (counted in `skipped`); a final
+ * estimate is never skipped. Completion waits for the queue to drain; an ONNX error errors the
+ * stream; unsubscribing drops the queue.
+ */
+import { Observable, type OperatorFunction } from 'rxjs';
+import { nowMs, type Decoded, type PipelineEvent, type TrialEstimate } from '../events.ts';
+import { bankScores, rankCandidates, type LoadedModel } from './model.ts';
+
+export interface DecodeStageConfig {
+  runId: string;
+  model: LoadedModel;
+  topK: number;
+  maxBatch: number;
+  publish(event: PipelineEvent): void;
+  /** Counts estimates superseded before they were decoded. */
+  onSkipped?(estimate: TrialEstimate): void;
+}
+
+export function decodeTrials(config: DecodeStageConfig): OperatorFunction<TrialEstimate, Decoded> {
+  return (input) => new Observable<Decoded>((subscriber) => {
+    const queue: TrialEstimate[] = [];
+    let running = false;
+    let inputDone = false;
+    let closed = false;
+
+    const finishIfDone = () => {
+      if (inputDone && !running && queue.length === 0) subscriber.complete();
+    };
+
+    const pump = async () => {
+      if (running || closed) return;
+      running = true;
+      try {
+        while (queue.length > 0 && !closed) {
+          const batch = queue.splice(0, config.maxBatch);
+          const startMs = nowMs();
+          const outputs = await config.model.decodeBatch(batch.map((e) => e.normalizedBetas));
+          const endMs = nowMs();
+          batch.forEach((estimate, i) => {
+            const decoded = toDecoded(config, estimate, outputs[i], endMs);
+            config.publish({ type: 'stage-timing', runId: config.runId, stage: 'decode', trialId: estimate.trialId, volIdx: estimate.volIdx, startMs, endMs });
+            config.publish(decoded);
+            subscriber.next(decoded);
+          });
+        }
+      } catch (err) {
+        closed = true;
+        subscriber.error(err);
+        return;
+      } finally {
+        running = false;
+      }
+      finishIfDone();
+    };
+
+    const subscription = input.subscribe({
+      next(estimate) {
+        if (!estimate.final) {
+          // Supersede an older queued non-final estimate of the same trial.
+          const older = queue.findIndex((q) => q.trialId === estimate.trialId && !q.final);
+          if (older >= 0) {
+            config.onSkipped?.(queue[older]);
+            queue.splice(older, 1);
+          }
+        }
+        queue.push(estimate);
+        void pump();
+      },
+      error: (err) => subscriber.error(err),
+      complete() {
+        inputDone = true;
+        finishIfDone();
+      },
+    });
+    return () => {
+      closed = true;
+      queue.length = 0;
+      subscription.unsubscribe();
+    };
+  });
+}
+
+function toDecoded(config: DecodeStageConfig, e: TrialEstimate, out: Awaited<ReturnType<LoadedModel['decodeBatch']>>[number], decodedAtMs: number): Decoded {
+  const model = config.model;
+  let ranking: ReturnType<typeof rankCandidates> | undefined;
+  if (out.classifierScores && model.labels) {
+    ranking = rankCandidates(model.labels, out.classifierScores, config.topK, e.stimulusId);
+  } else if (out.retrievalEmbedding && model.bank) {
+    ranking = rankCandidates(model.bank.ids, bankScores(model.bank, out.retrievalEmbedding), config.topK, e.stimulusId);
+  }
+  return {
+    type: 'decoded', runId: e.runId, volIdx: e.volIdx, receivedAtMs: e.receivedAtMs, trialId: e.trialId,
+    stimulusId: e.stimulusId, final: e.final, estimatedAtMs: e.estimatedAtMs, decodedAtMs,
+    volumesSinceOnset: e.volumesSinceOnset,
+    retrievalEmbedding: out.retrievalEmbedding, lowLevelLatents: out.lowLevelLatents,
+    topK: ranking?.topK ?? [], trueRank: ranking?.trueRank, candidateCount: ranking?.candidateCount,
+  };
+}

@@ -1,0 +1,241 @@
+/**
+ * The run report (`--report FILE.json`): per-trial results and latencies, and a summary with
+ * counts, retrieval metrics, latency percentiles per stage, throughput and peak memory.
+ * A metric that cannot be computed (no ground truth, no such head) is omitted, never null.
+ *
+ * Latency definitions (ms, monotonic clock):
+ * - preprocess: volume received -> masked volume and GLM update done
+ * - decode: one onnxruntime decode call (per trial estimate)
+ * - volumeToDecode: the volume that closed a trial's window received -> its final decode done
+ * - render: one frame's render work; betaToFirstFrame / betaToFirstPreview / betaToFinalFrame:
+ *   final betas estimated -> the trial's first frame / first img2img preview / final frame sent
+ *   after them; volumeToFirstFrame: window-closing volume received -> first frame sent
+ */
+import type { Decoded, Frame, PipelineEvent, RunInfo, StageTiming, TrialSpec } from '../events.ts';
+
+export interface TrialReport {
+  trialId: number;
+  stimulusId: string;
+  onsetSec: number;
+  testImage?: boolean;
+  frames: number;
+  final?: {
+    retrievalRank?: number;
+    pixCorrLowLevel?: number;
+    ssimLowLevel?: number;
+    pixCorr?: number;
+    ssim?: number;
+  };
+  latencyMs?: {
+    betaToFirstFrame?: number;
+    betaToFirstPreview?: number;
+    betaToFinalFrame?: number;
+    volumeToFirstFrame?: number;
+  };
+}
+
+export interface Percentiles { p50: number; p95: number; p99: number; max: number; }
+
+export interface RunReport {
+  run: { source: string; trSec: number; volumeCount: number; trialCount: number; model: string; device: string; motion: boolean; speed: string; simulated?: boolean };
+  trials: TrialReport[];
+  summary: Record<string, unknown>;
+}
+
+export function percentiles(values: number[]): Percentiles | undefined {
+  if (values.length === 0) return undefined;
+  const s = [...values].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  const round = (x: number) => Math.round(x * 1000) / 1000;
+  return { p50: round(at(0.5)), p95: round(at(0.95)), p99: round(at(0.99)), max: round(s[s.length - 1]) };
+}
+
+function mean(values: number[]): number | undefined {
+  return values.length === 0 ? undefined : values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+/** Collects pipeline events into the report. Feed it every event of the run, in order. */
+export class ReportCollector {
+  info?: RunInfo;
+  volumesReceived = 0;
+  volumesProcessed = 0;
+  volumesDropped = 0;
+  volumesDuplicate = 0;
+  gaps = 0;
+  flaggedVolumes = 0;
+  skipped = { img2img: 0, previews: 0, decodes: 0 };
+  private readonly stageMs = new Map<string, number[]>();
+  private readonly volumeReceivedMs = new Map<number, number>();
+  readonly finalDecoded = new Map<number, Decoded>();
+  readonly decodedAll: Decoded[] = [];
+  private readonly framesByTrial = new Map<number, Frame[]>();
+  private readonly finalEstimateMs = new Map<number, number>();
+  private firstVolumeMs?: number;
+  private lastEventMs?: number;
+  readonly extraTrialMetrics = new Map<number, NonNullable<TrialReport['final']>>();
+
+  onEvent(e: PipelineEvent): void {
+    switch (e.type) {
+      case 'run-info':
+        this.info = e;
+        break;
+      case 'volume':
+        this.volumesReceived++;
+        this.volumeReceivedMs.set(e.volIdx, e.receivedAtMs);
+        this.firstVolumeMs ??= e.receivedAtMs;
+        break;
+      case 'masked-volume':
+        this.volumesProcessed++;
+        if (e.flags.length > 0) this.flaggedVolumes++;
+        break;
+      case 'gap':
+        this.gaps++;
+        break;
+      case 'warning':
+        if (e.kind === 'duplicate') this.volumesDuplicate++;
+        else if (e.kind === 'invalid' || e.kind === 'corrupt' || e.kind === 'incomplete') this.volumesDropped++;
+        break;
+      case 'stage-timing':
+        this.onTiming(e);
+        break;
+      case 'trial-estimate':
+        if (e.final) this.finalEstimateMs.set(e.trialId, e.estimatedAtMs);
+        break;
+      case 'decoded':
+        this.decodedAll.push(e);
+        if (e.final) {
+          this.finalDecoded.set(e.trialId, e);
+          this.push('volumeToDecode', e.decodedAtMs - e.receivedAtMs);
+        }
+        break;
+      case 'frame': {
+        const list = this.framesByTrial.get(e.trialId) ?? [];
+        list.push(e);
+        this.framesByTrial.set(e.trialId, list);
+        break;
+      }
+      case 'run-end':
+        this.lastEventMs = e.endedAtMs;
+        break;
+    }
+  }
+
+  private push(stage: string, ms: number): void {
+    const list = this.stageMs.get(stage) ?? [];
+    list.push(ms);
+    this.stageMs.set(stage, list);
+  }
+
+  private onTiming(t: StageTiming): void {
+    this.push(t.stage, t.endMs - t.startMs);
+    if (t.stage === 'glm' && t.volIdx !== undefined) {
+      const received = this.volumeReceivedMs.get(t.volIdx);
+      if (received !== undefined) this.push('preprocess', t.endMs - received);
+    }
+  }
+
+  framesOf(trialId: number): Frame[] {
+    return this.framesByTrial.get(trialId) ?? [];
+  }
+
+  build(run: Omit<RunReport['run'], 'trSec' | 'volumeCount' | 'trialCount'>, wallMs: number): RunReport {
+    const info = this.info;
+    const specs: TrialSpec[] = info?.trials ?? [];
+    const trials: TrialReport[] = [];
+    const latency: Record<string, number[]> = { betaToFirstFrame: [], betaToFirstPreview: [], betaToFinalFrame: [], volumeToFirstFrame: [] };
+    for (const spec of specs) {
+      const decoded = this.finalDecoded.get(spec.trialId);
+      const frames = this.framesOf(spec.trialId);
+      const entry: TrialReport = { trialId: spec.trialId, stimulusId: spec.stimulusId, onsetSec: spec.onsetSec, frames: frames.length };
+      if (spec.testImage !== undefined) entry.testImage = spec.testImage;
+      const final: NonNullable<TrialReport['final']> = { ...(this.extraTrialMetrics.get(spec.trialId) ?? {}) };
+      if (decoded?.trueRank !== undefined) final.retrievalRank = decoded.trueRank;
+      if (Object.keys(final).length > 0) entry.final = final;
+      const betaMs = this.finalEstimateMs.get(spec.trialId);
+      if (betaMs !== undefined && frames.length > 0) {
+        const after = frames.filter((f) => !f.provisional && f.sentAtMs >= betaMs);
+        const first = after[0];
+        const preview = after.find((f) => f.kind === 'img2img-step');
+        const last = after.find((f) => f.kind === 'final');
+        const l: NonNullable<TrialReport['latencyMs']> = {};
+        if (first) {
+          l.betaToFirstFrame = first.sentAtMs - betaMs;
+          l.volumeToFirstFrame = first.sentAtMs - (decoded?.receivedAtMs ?? first.receivedAtMs);
+        }
+        if (preview) l.betaToFirstPreview = preview.sentAtMs - betaMs;
+        if (last) l.betaToFinalFrame = last.sentAtMs - betaMs;
+        for (const [k, v] of Object.entries(l)) latency[k].push(v as number);
+        if (Object.keys(l).length > 0) entry.latencyMs = l;
+      }
+      trials.push(entry);
+    }
+
+    const summary: Record<string, unknown> = {
+      volumesReceived: this.volumesReceived,
+      volumesProcessed: this.volumesProcessed,
+      volumesDropped: this.volumesDropped,
+      volumesDuplicate: this.volumesDuplicate,
+      gaps: this.gaps,
+      volumesFlagged: this.flaggedVolumes,
+      trialsDecoded: this.finalDecoded.size,
+    };
+    const ranked = [...this.finalDecoded.values()].filter((d) => d.trueRank !== undefined && d.candidateCount !== undefined);
+    const evaluated = ranked.filter((d) => specs[d.trialId]?.testImage !== false);
+    if (evaluated.length > 0) {
+      const n = evaluated[0].candidateCount!;
+      summary.retrievalCandidates = n;
+      summary.retrievalTop1 = mean(evaluated.map((d) => (d.trueRank === 1 ? 1 : 0)));
+      summary.retrievalChance = 1 / n;
+      if (n > 1) summary.twoWayAccuracy = mean(evaluated.map((d) => (n - d.trueRank!) / (n - 1)));
+      summary.retrievalTrials = evaluated.length;
+    }
+    const metricMean = (key: keyof NonNullable<TrialReport['final']>, name: string) => {
+      const values = trials.map((t) => t.final?.[key]).filter((v): v is number => typeof v === 'number');
+      const m = mean(values);
+      if (m !== undefined) summary[name] = m;
+    };
+    metricMean('pixCorrLowLevel', 'pixCorrLowLevelMean');
+    metricMean('ssimLowLevel', 'ssimLowLevelMean');
+    metricMean('pixCorr', 'pixCorrMean');
+    metricMean('ssim', 'ssimMean');
+    summary.skipped = { ...this.skipped };
+
+    const latencyMs: Record<string, Percentiles> = {};
+    for (const [stage, values] of [...this.stageMs.entries(), ...Object.entries(latency)]) {
+      const p = percentiles(values);
+      if (p) latencyMs[stage] = p;
+    }
+    summary.latencyMs = latencyMs;
+
+    const anytime = this.anytimeCurve(specs);
+    if (anytime.length > 0) summary.anytime = anytime;
+
+    const trSec = info?.trSec ?? 0;
+    const wallSec = wallMs / 1000;
+    if (wallSec > 0) {
+      summary.throughputVolumesPerSec = this.volumesProcessed / wallSec;
+      if (trSec > 0) summary.realtimeFactor = (this.volumesProcessed * trSec) / wallSec;
+    }
+    summary.wallSec = wallSec;
+    summary.peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+
+    return {
+      run: { ...run, trSec, volumeCount: this.volumesReceived, trialCount: specs.length },
+      trials,
+      summary,
+    };
+  }
+
+  private anytimeCurve(specs: TrialSpec[]) {
+    const byVolumes = new Map<number, number[]>();
+    for (const d of this.decodedAll) {
+      if (d.trueRank === undefined || specs[d.trialId]?.testImage === false) continue;
+      const list = byVolumes.get(d.volumesSinceOnset) ?? [];
+      list.push(d.trueRank === 1 ? 1 : 0);
+      byVolumes.set(d.volumesSinceOnset, list);
+    }
+    return [...byVolumes.entries()].sort((a, b) => a[0] - b[0]).map(([volumesSinceOnset, hits]) => ({
+      volumesSinceOnset, retrievalTop1: mean(hits)!, trials: hits.length,
+    }));
+  }
+}

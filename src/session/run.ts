@@ -1,0 +1,170 @@
+/**
+ * A session: one run carried from a source through preprocess, the trial GLM, decode and
+ * render, with every event published on one bus that the report, the recorder and the dashboard
+ * read.
+ *
+ *   source ─▶ preprocessVolumes ─▶ estimateTrials ─▶ decodeTrials ─▶ render ─▶ (frames)
+ *      └──────────────┴──────────────────┴──────────────┴─────────────┴──▶ bus (PipelineEvent)
+ */
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { Subject, lastValueFrom, defaultIfEmpty, tap, ignoreElements, mergeWith, type Observable } from 'rxjs';
+import { MindeyeError } from '../errors.ts';
+import { nowMs, type PipelineEvent, type RunInfo, type Decoded } from '../events.ts';
+import { Pacer } from '../ingest/pacing.ts';
+import { formatSpeed, type Source, type Speed } from '../ingest/source.ts';
+import { logger } from '../log.ts';
+import { loadMask, type Mask } from '../preprocess/mask.ts';
+import { BetaNormalizer } from '../preprocess/normalize.ts';
+import { preprocessVolumes, type Registrar } from '../preprocess/stage.ts';
+import { estimateTrials } from '../preprocess/trial-stage.ts';
+import { decodeTrials } from '../decode/stage.ts';
+import { loadModel, type LoadedModel } from '../decode/model.ts';
+import type { Device } from '../decode/ort.ts';
+import type { ProcessingOptions } from './options.ts';
+import { ReportCollector, type RunReport } from './report.ts';
+import { join } from 'node:path';
+
+export interface SessionConfig {
+  runId?: string;
+  source: Source;
+  processing: ProcessingOptions;
+  modelDir?: string;
+  device: Device;
+  speed: Speed;
+  topK?: number;
+  reportFile?: string;
+  /** Extra consumers of the bus (dashboard, recorder, tests). */
+  onEvent?(event: PipelineEvent): void;
+  /** Creates the motion registrar for a run (src/preprocess/motion.ts); required when motion is on. */
+  createRegistrar?(info: RunInfo, first: import('../events.ts').Volume, mask: Mask): Registrar;
+  /**
+   * Render stage factory (src/render/): maps decoded outputs to frames published on the bus.
+   * Returns the frames observable; omitted when the model makes no frames.
+   */
+  render?(decoded$: Observable<Decoded>, ctx: { runId: string; model: LoadedModel; publish(e: PipelineEvent): void; collector: ReportCollector; pacer: Pacer }): Observable<unknown>;
+  /** Adds per-trial metrics (PixCorr, SSIM) to the report once the run ended. */
+  finishReport?(collector: ReportCollector, model: LoadedModel | undefined): Promise<void>;
+  /** Pacer shared with a dashboard's controls; created from `speed` when omitted. */
+  pacer?: Pacer;
+}
+
+export interface SessionResult {
+  runId: string;
+  report: RunReport;
+  collector: ReportCollector;
+  model?: LoadedModel;
+}
+
+export async function runSession(config: SessionConfig): Promise<SessionResult> {
+  const runId = config.runId ?? randomUUID().slice(0, 8);
+  const log = logger.child({ runId });
+  const bus = new Subject<PipelineEvent>();
+  const collector = new ReportCollector();
+  bus.subscribe((e) => {
+    collector.onEvent(e);
+    config.onEvent?.(e);
+  });
+  const publish = (e: PipelineEvent) => bus.next(e);
+  const pacer = config.pacer ?? new Pacer(config.speed);
+
+  const model = config.modelDir ? await loadModel(config.modelDir, { device: config.device }) : undefined;
+  const maskFile = config.processing.maskFile ?? (model?.manifest.voxels.mask ? join(model.dir, model.manifest.voxels.mask) : undefined);
+  if (!maskFile) {
+    throw new MindeyeError('CLI_USAGE', 'No mask: the voxels to decode are unknown.', {
+      field: '--mask', fix: 'pass --mask ROI.nii.gz, or a --model whose manifest names its mask',
+    });
+  }
+  const maskRule = config.processing.maskRule ?? (model?.manifest.voxels.maskRule as Mask['rule'] | undefined) ?? (maskFile.includes('nsdgeneral') ? 'value == 1' : 'value > 0');
+  const mask = loadMask(maskFile, maskRule);
+  if (model && model.voxelCount !== mask.indices.length) {
+    throw new MindeyeError('MODEL_VOXELS_MISMATCH', 'The model expects a different number of voxels than the mask selects.', {
+      file: model.manifestPath, field: 'voxels.count', value: model.voxelCount,
+      expected: `${mask.indices.length} (voxels with ${mask.rule} in ${mask.file})`,
+      fix: 'use the mask the model was trained with (omit --mask to use the model\'s own mask) or refit the model on this mask',
+    });
+  }
+
+  let normalizeKind = config.processing.normalize;
+  if (normalizeKind === 'auto') normalizeKind = model?.calibration ? 'calibration' : 'running';
+  if (normalizeKind === 'calibration' && !model?.calibration) {
+    throw new MindeyeError('CLI_USAGE', 'Calibration normalisation needs a model with calibration statistics.', {
+      field: '--normalize', value: 'calibration', fix: 'use --normalize running, or a model whose manifest has normalization.kind "calibration"',
+    });
+  }
+
+  let motionOn = false;
+  const startedMs = nowMs();
+  const source$ = config.source({ runId, pacing: pacer }).pipe(
+    tap((e) => {
+      if (e.type === 'run-info') {
+        motionOn = config.processing.motion === 'on' || (config.processing.motion === 'auto' && e.motionCorrection);
+        e.motionCorrection = motionOn;
+        if (motionOn && !config.createRegistrar) {
+          throw new MindeyeError('CLI_USAGE', 'Motion correction was requested but is not available in this build.', {
+            field: '--motion', value: config.processing.motion, fix: 'use --motion off',
+          });
+        }
+        log.info({ source: e.source, trSec: e.trSec, shape: e.shape, volumes: e.expectedVolumes, trials: e.trials?.length, motion: motionOn }, 'run started');
+      }
+      publish(e);
+    }),
+  );
+
+  const masked$ = source$.pipe(
+    preprocessVolumes({
+      runId,
+      maskFor: () => mask,
+      createRegistrar: config.createRegistrar,
+      fdThresholdMm: config.processing.fdThresholdMm,
+      publish,
+    }),
+  );
+  const estimates$ = masked$.pipe(
+    estimateTrials({
+      runId,
+      processing: config.processing,
+      createNormalizer: (v) => new BetaNormalizer(normalizeKind as 'calibration' | 'running' | 'none', v, model?.calibration),
+      publish,
+    }),
+  );
+
+  let tail$: Observable<unknown> = estimates$;
+  if (model) {
+    const decoded$ = estimates$.pipe(
+      decodeTrials({
+        runId, model, topK: config.topK ?? 5, maxBatch: 8, publish,
+        onSkipped: () => { collector.skipped.decodes++; },
+      }),
+    );
+    tail$ = config.render ? config.render(decoded$, { runId, model, publish, collector, pacer }) : decoded$;
+  }
+
+  let error: unknown;
+  try {
+    await lastValueFrom(tail$.pipe(ignoreElements(), mergeWith([] as unknown[]), defaultIfEmpty(undefined)));
+  } catch (err) {
+    error = err;
+  }
+  const endedAtMs = nowMs();
+  publish({ type: 'run-end', runId, volumesReceived: collector.volumesReceived, endedAtMs, error: error ? String((error as Error).message ?? error) : undefined });
+  if (error) {
+    bus.complete();
+    await model?.close();
+    throw error;
+  }
+
+  await config.finishReport?.(collector, model);
+  const report = collector.build({
+    source: collector.info?.source ?? 'unknown',
+    model: model ? `${model.manifest.name} (${model.dir})` : 'none',
+    device: config.device,
+    motion: motionOn,
+    speed: formatSpeed(config.speed),
+    ...(collector.info?.simulated ? { simulated: true } : {}),
+  }, endedAtMs - startedMs);
+  if (config.reportFile) writeFileSync(config.reportFile, JSON.stringify(report, null, 2) + '\n');
+  log.info({ volumes: collector.volumesProcessed, trials: collector.finalDecoded.size }, 'run ended');
+  bus.complete();
+  return { runId, report, collector, model };
+}
