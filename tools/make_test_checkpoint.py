@@ -78,7 +78,7 @@ def mindeye1(args, ref_dir):
         kind, steps, guidance = spec.split(':')
         steps = args.timesteps if kind == 'ddpm' else int(steps)
         name = f'{kind}{steps}_g{guidance}'
-        updates = args.timesteps if steps >= args.timesteps else steps
+        updates = args.timesteps if steps >= args.timesteps else len(sampling.ddim_time_pairs(args.timesteps, steps))
         noise_init = torch.randn(args.batch, args.tokens, args.clip)
         noise_steps = torch.randn(updates, args.batch, args.tokens, args.clip)
         result = sampling.sample(net, prior.noise_scheduler, latent, steps, float(guidance), noise_init, noise_steps)
