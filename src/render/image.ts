@@ -70,14 +70,11 @@ export async function encodeRgb(image: RgbImage, options: EncodeOptions): Promis
   };
 }
 
-/** Decodes any image sharp reads (JPEG, WebP, PNG) to 8-bit RGB, dropping alpha. */
+/** Decodes any image sharp reads (JPEG, WebP, PNG) to 8-bit RGB; gray becomes three equal channels, alpha is dropped. */
 export async function decodeToRgb(bytes: Uint8Array): Promise<RgbImage> {
   const { data, info } = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
   if (info.channels !== 3) {
-    // Gray input stays one channel after toColourspace in some libvips versions.
-    const rgb = new Uint8Array(info.width * info.height * 3);
-    for (let p = 0; p < info.width * info.height; p++) rgb.fill(data[p * info.channels], p * 3, p * 3 + 3);
-    return { data: rgb, width: info.width, height: info.height };
+    throw new RangeError(`Decoded image has ${info.channels} channels after conversion to sRGB; expected 3.`);
   }
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
 }

@@ -39,7 +39,7 @@
 import { Subject, filter, Observable, type OperatorFunction } from 'rxjs';
 import type { Decoded, Frame, FrameKind, PipelineWarning, StageTiming, WarningKind } from '../events.ts';
 import { nowMs } from '../events.ts';
-import { isMindeyeError } from '../errors.ts';
+import { isMindeyeError, MindeyeError } from '../errors.ts';
 import { stageLogger } from '../log.ts';
 import type { LoadedManifest } from '../decode/manifest.ts';
 import type { Device } from '../decode/ort.ts';
@@ -131,8 +131,11 @@ export class Renderer {
     const unet = settings.unet ? await Unet.load(settings.unet, settings.latentShape, device) : undefined;
     const latentCount = settings.latentShape.reduce((a, b) => a * b, 1);
     try {
-      await vae.decode(new Float32Array(latentCount));
-      if (unet && settings.unet) await unet.predictPair(new Float32Array(latentCount), 0, new Float32Array(settings.unet.condDim));
+      await warmUp('vaeDecoder', settings, () => vae.decode(new Float32Array(latentCount)));
+      if (unet && settings.unet) {
+        const condDim = settings.unet.condDim;
+        await warmUp('unet', settings, () => unet.predictPair(new Float32Array(latentCount), 0, new Float32Array(condDim)));
+      }
     } catch (err) {
       await vae.release();
       await unet?.release();
@@ -198,15 +201,17 @@ export class Renderer {
   async close(): Promise<void> {
     this.accepting = false;
     this.stopped = true;
-    for (const trial of this.refineQueue) this.countCut(trial);
-    for (const trial of this.lowLevelQueue) {
-      if (trial.pendingLowLevel?.final && this.stepCount > 0) this.countCut(trial, this.stepCount);
-      else if (trial.pendingLowLevel && !trial.pendingLowLevel.final) this.counters.provisional++;
+    // The job in flight may still queue its trial's refinement, so count after it ends.
+    while (this.running) await this.running;
+    for (const trial of this.trials.values()) {
+      if (trial.pendingLowLevel && !trial.pendingLowLevel.final) this.counters.provisional++;
+      if (trial.finalDecoded === undefined || trial.finished) continue;
+      if (trial.refinement) this.countCut(trial);
+      else if (this.stepCount > 0) this.countCut(trial, this.stepCount);
     }
     this.refineQueue.length = 0;
     this.lowLevelQueue.length = 0;
     this.finishQueue.length = 0;
-    while (this.running) await this.running;
     await this.finish();
   }
 
@@ -390,6 +395,22 @@ export class Renderer {
       }
     }
     this.subject.next(event);
+  }
+}
+
+/** Runs a network once on zeros so that a model that does not fit the manifest fails at load. */
+async function warmUp(head: 'vaeDecoder' | 'unet', settings: RenderSettings, run: () => Promise<unknown>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    if (isMindeyeError(err)) throw err;
+    const shape = `[1, ${settings.latentShape.join(', ')}]`;
+    const condition = head === 'unet' ? ` and a condition of ${settings.unet?.condDim} values (heads.unet.condDim)` : '';
+    throw new MindeyeError('MODEL_SHAPE_MISMATCH', `The ${head} network failed on a test input: ${(err as Error).message}`, {
+      file: head === 'unet' ? settings.unet?.file : settings.vae.file, field: 'heads.lowLevel.latentShape', value: settings.latentShape,
+      expected: `a network that takes latents ${shape}${condition}`,
+      fix: 'make heads.lowLevel.latentShape (and heads.unet.condDim) match the exported networks',
+    });
   }
 }
 
