@@ -4,7 +4,7 @@
  * the summary.
  */
 import { existsSync } from 'node:fs';
-import { ImgBrick } from '../ingest/stimuli.ts';
+import { LazyImgBrick } from '../ingest/stimuli.ts';
 import type { Source } from '../ingest/source.ts';
 import { logger } from '../log.ts';
 import { runSession } from '../session/run.ts';
@@ -46,7 +46,7 @@ export function formatSummary(report: RunReport): string {
 
 export async function runLiveSession(opts: LiveSessionOptions): Promise<number> {
   const { session } = opts;
-  const stimuli = opts.stimuliFile && existsSync(opts.stimuliFile) ? await ImgBrick.open(opts.stimuliFile) : undefined;
+  const stimuli = opts.stimuliFile && existsSync(opts.stimuliFile) ? new LazyImgBrick(opts.stimuliFile) : undefined;
   const recorder = session.recordTo ? new SessionRecorder(session.recordTo) : undefined;
   if (session.dashboard) {
     logger.warn('the dashboard is not available in this build; running headless');
@@ -70,6 +70,6 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     await result.model?.close();
     return 0;
   } finally {
-    stimuli?.close();
+    await stimuli?.close();
   }
 }

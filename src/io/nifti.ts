@@ -91,6 +91,7 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string): NiftiHeader {
   let trSec = h.pixDims[4] ?? 0;
   if (timeUnits === 16) trSec /= 1000;
   else if (timeUnits === 24) trSec /= 1e6;
+  trSec = snapFloat32Fraction(trSec);
   const affine = new Float64Array(16);
   for (let r = 0; r < 4; r++) for (let c = 0; c < 4; c++) affine[r * 4 + c] = h.affine[r][c];
   const slope = h.scl_slope;
@@ -113,6 +114,18 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string): NiftiHeader {
     sliceDurationSec: h.slice_duration,
     description: h.description,
   };
+}
+
+/**
+ * Returns the fraction with a denominator up to 12 that a float32 header value was rounded from
+ * (NSD's TR of 4/3 s is stored as 1.3333334), or the value itself when none is that close.
+ */
+export function snapFloat32Fraction(x: number): number {
+  for (let den = 1; den <= 12; den++) {
+    const num = Math.round(x * den);
+    if (num !== 0 && Math.abs(x - num / den) <= Math.abs(x) * 1.2e-7) return num / den;
+  }
+  return x;
 }
 
 export function bytesPerVoxel(header: NiftiHeader): number {
@@ -214,8 +227,9 @@ export async function* streamNiftiVolumes(
   onHeader?: (header: NiftiHeader) => void,
 ): AsyncGenerator<StreamedVolume, NiftiHeader | undefined> {
   const fileStream = createReadStream(file, { highWaterMark: 256 * 1024 });
+  // Counted where chunks are consumed: a 'data' listener would switch the stream to flowing
+  // mode and read the whole file ahead of the decompressor.
   let fileBytesRead = 0;
-  fileStream.on('data', (chunk) => { fileBytesRead += chunk.length; });
 
   let source: AsyncIterable<Buffer> = fileStream;
   let sniffed = false;
@@ -241,7 +255,16 @@ export async function* streamNiftiVolumes(
     throw new MindeyeError('NIFTI_HEADER_INVALID', 'The NIfTI file is empty.', { file, field: 'size', value: 0, fix: 'check the path' });
   }
   const firstChunk = first.value as Buffer;
-  const rest: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => iterator as AsyncIterator<Buffer> };
+  fileBytesRead += firstChunk.length;
+  const rest: AsyncIterable<Buffer> = {
+    [Symbol.asyncIterator]: () => ({
+      next: async () => {
+        const r = await iterator.next();
+        if (!r.done) fileBytesRead += (r.value as Buffer).length;
+        return r as IteratorResult<Buffer>;
+      },
+    }),
+  };
   if (isGzip(firstChunk)) {
     const gunzip = createGunzip();
     (async () => {
@@ -265,10 +288,15 @@ export async function* streamNiftiVolumes(
   sniffed = true;
 
   try {
+    // One reusable volume buffer: chunks are copied into it at an offset, so no chunk is
+    // concatenated more than once (decodeVoxels copies the voxels out before it is refilled).
+    let volumeBuffer: Buffer | undefined;
+    let filled = 0;
     for await (const chunk of source) {
-      pending.push(chunk);
-      pendingBytes += chunk.length;
+      let data: Buffer = chunk;
       if (header === undefined) {
+        pending.push(chunk);
+        pendingBytes += chunk.length;
         const peek = Buffer.concat(pending, pendingBytes);
         pending = [peek];
         const need = headerBytesNeeded(peek);
@@ -277,14 +305,23 @@ export async function* streamNiftiVolumes(
         if (pendingBytes < parsed.voxOffset) continue;
         header = parsed;
         onHeader?.(header);
-        take(header.voxOffset);
+        data = take(pendingBytes).subarray(header.voxOffset);
         volumeBytes = header.shape[0] * header.shape[1] * header.shape[2] * bytesPerVoxel(header);
+        volumeBuffer = Buffer.allocUnsafe(volumeBytes);
       }
-      while (index < header.volumes && pendingBytes >= volumeBytes) {
-        const raw = take(volumeBytes);
-        yield { index, data: decodeVoxels(header, raw), fileBytesRead };
-        index++;
+      let offset = 0;
+      while (offset < data.length && index < header.volumes) {
+        const n = Math.min(volumeBytes - filled, data.length - offset);
+        data.copy(volumeBuffer!, filled, offset, offset + n);
+        filled += n;
+        offset += n;
+        if (filled === volumeBytes) {
+          yield { index, data: decodeVoxels(header, volumeBuffer!), fileBytesRead };
+          index++;
+          filled = 0;
+        }
       }
+      pendingBytes = filled;
       if (index >= header.volumes) break;
     }
   } catch (err) {
@@ -326,16 +363,12 @@ export interface NiftiWriteOptions {
   gzipLevel?: number;
 }
 
-/** Encodes a NIfTI-1 single file (.nii) image; values are rounded for integer types. */
-export function encodeNifti(data: ArrayLike<number>, opts: NiftiWriteOptions): Uint8Array {
+/** Encodes the 352-byte NIfTI-1 header (348 bytes plus an empty extension flag) for `opts`. */
+export function encodeNiftiHeader(opts: NiftiWriteOptions): Buffer {
   const code = NIFTI_DTYPE[opts.datatype];
   const bpv = DTYPE_BYTES[code];
   const volumes = opts.volumes ?? 1;
-  const n = opts.shape[0] * opts.shape[1] * opts.shape[2] * volumes;
-  if (data.length !== n) {
-    throw new RangeError(`encodeNifti: ${data.length} values for shape ${opts.shape.join('x')}x${volumes} (${n})`);
-  }
-  const buf = Buffer.alloc(352 + n * bpv);
+  const buf = Buffer.alloc(352);
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   v.setInt32(0, 348, true);
   const ndim = volumes > 1 ? 4 : 3;
@@ -366,6 +399,21 @@ export function encodeNifti(data: ArrayLike<number>, opts: NiftiWriteOptions): U
   v.setFloat32(276, a[11], true);
   for (let r = 0; r < 3; r++) for (let c = 0; c < 4; c++) v.setFloat32(280 + (r * 4 + c) * 4, a[r * 4 + c], true);
   buf.write('n+1\0', 344, 'latin1');
+  return buf;
+}
+
+/** Encodes a NIfTI-1 single file (.nii) image; values are rounded for integer types. */
+export function encodeNifti(data: ArrayLike<number>, opts: NiftiWriteOptions): Uint8Array {
+  const code = NIFTI_DTYPE[opts.datatype];
+  const bpv = DTYPE_BYTES[code];
+  const volumes = opts.volumes ?? 1;
+  const n = opts.shape[0] * opts.shape[1] * opts.shape[2] * volumes;
+  if (data.length !== n) {
+    throw new RangeError(`encodeNifti: ${data.length} values for shape ${opts.shape.join('x')}x${volumes} (${n})`);
+  }
+  const buf = Buffer.alloc(352 + n * bpv);
+  encodeNiftiHeader(opts).copy(buf, 0);
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const off = 352;
   const isInt = opts.datatype !== 'float32' && opts.datatype !== 'float64';
   const slope = opts.sclSlope ?? 1;

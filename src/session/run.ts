@@ -14,7 +14,7 @@ import { nowMs, type PipelineEvent, type RunInfo, type Decoded } from '../events
 import { Pacer } from '../ingest/pacing.ts';
 import { formatSpeed, type Source, type Speed } from '../ingest/source.ts';
 import { logger } from '../log.ts';
-import { loadMask, type Mask } from '../preprocess/mask.ts';
+import { checkSameGrid, loadMask, type Mask } from '../preprocess/mask.ts';
 import { BetaNormalizer } from '../preprocess/normalize.ts';
 import { preprocessVolumes, type Registrar } from '../preprocess/stage.ts';
 import { estimateTrials } from '../preprocess/trial-stage.ts';
@@ -114,7 +114,10 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   const masked$ = source$.pipe(
     preprocessVolumes({
       runId,
-      maskFor: () => mask,
+      maskFor: (info) => {
+        checkSameGrid(mask, info.shape, info.affine, `the run's images (${info.source})`);
+        return mask;
+      },
       createRegistrar: config.createRegistrar,
       fdThresholdMm: config.processing.fdThresholdMm,
       publish,
