@@ -99,7 +99,8 @@ test('images of other sizes are resized to 425x425', async () => {
   assert.ok(corr > 0.8 && corr < 1, `PixCorr ${corr}`);
   assert.ok(Math.abs((await pixCorr(smallImage, smallImage)) - 1) < 1e-12);
   const inverted: RgbImage = { ...smallImage, data: smallImage.data.map((v) => 255 - v) };
-  assert.ok(Math.abs((await pixCorr(smallImage, inverted)) + 1) < 1e-12);
+  // Resizing rounds to 8 bits after interpolation, so the inverted copy lands a little off -1.
+  assert.ok(Math.abs((await pixCorr(smallImage, inverted)) + 1) < 1e-4);
 });
 
 test('raw image with a wrong byte count is rejected', async () => {
