@@ -1,0 +1,437 @@
+/**
+ * Folder-watch source: reads a scanner's real-time export folder as volumes arrive.
+ *
+ *   files:   v0  v2  v1(half) ... v1(rest)  v3(truncated)  v2(again)  v5        (v4 never)
+ *   events:  run-info v0 ─ v1 v2 ─ warning(corrupt, 3) gap(3) ─ warning(duplicate, 2) ─ ... gap(4) v5
+ *
+ * - Completeness: a file is decoded after `stableMs` without a change and whenever it changes
+ *   again. A file whose bytes end early (IncompleteFileError) is retried; when it has not changed
+ *   for `corruptTimeoutMs` it is reported (warning kind `corrupt`) and skipped. A file that can
+ *   never be a volume (not DICOM, wrong format, bad mosaic) is reported once (kind `invalid`).
+ *   A file that changes after being reported is decoded again.
+ * - Order: volumes are emitted by index (0-based, from AcquisitionNumber or the file name). A
+ *   later volume waits for the missing ones; after `gapTimeoutMs` each missing index becomes a
+ *   `gap` and the run goes on. A volume arriving after its gap is reported as `late`, one whose
+ *   index was already emitted as `duplicate`; neither is passed on. A corrupt or incomplete volume
+ *   whose index is known becomes a warning plus a gap at once, so every index below the last
+ *   emitted one is either a volume or a gap.
+ * - Series: `series` selects one; without it the source takes the first series that was not in
+ *   the folder when watching began (so an earlier series is not replayed), unless
+ *   `includeExisting` is set. Every other series gives one warning.
+ * - Timing: `fileTimes` (a Map keyed by path) records when each file appeared, when it reached its
+ *   final size (its last change) and when it was decoded, on the `performance.now()` clock. A
+ *   Volume's `receivedAtMs` is the time its file (or the last slice file) was complete.
+ * - Events come from fs.watch; a rescan every `rescanMs` catches what a watcher can miss
+ *   (network file systems, renames, overflow).
+ * - Completion: when `expectedVolumes` indices are resolved; otherwise the source runs until
+ *   unsubscribed, which closes the watcher and clears every timer.
+ */
+import { watch, readdirSync, readFileSync, statSync, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import { Observable, type Subscriber } from 'rxjs';
+import { isMindeyeError, MindeyeError } from '../errors.ts';
+import { nowMs, type Shape3, type Volume, type WarningKind } from '../events.ts';
+import { stageLogger } from '../log.ts';
+import {
+  assembleSlices, decodeScannerFile, identifyPartial, IncompleteFileError, isCompanionFile, peekSeries,
+  type FormatOption, type SliceFile, type VolumeFile,
+} from './dicom/index.ts';
+import type { Source, SourceContext, SourceEvent } from './source.ts';
+
+export interface WatchOptions {
+  dir: string;
+  format?: FormatOption;
+  series?: number;
+  /** Wait for a missing volume this long after a later one arrived, then emit a gap (default 5000). */
+  gapTimeoutMs?: number;
+  /** Quiet time after a file event before decoding (default 30). */
+  stableMs?: number;
+  /** An incomplete file unchanged this long is reported as corrupt (default 2000). */
+  corruptTimeoutMs?: number;
+  /** Period of the safety-net rescan (default 1000). */
+  rescanMs?: number;
+  /** Take files already in the folder when watching starts (default false). */
+  includeExisting?: boolean;
+  /** Repetition time for files that do not record it, seconds. */
+  trSec?: number;
+  /** Completes the source once this many indices are resolved (emitted or gapped). */
+  expectedVolumes?: number;
+  /** Number in a 3D NIfTI file name that is volume 0 (default 0). */
+  niftiFirstNumber?: number;
+}
+
+export interface FileTiming {
+  file: string;
+  /** First time the watcher saw the file, ms (performance.now()). */
+  appearedAtMs: number;
+  /** Last observed change of size or modification time: the file was complete from then on. */
+  completeAtMs: number;
+  decodedAtMs?: number;
+  volIdx?: number;
+}
+
+export type WatchSource = Source & {
+  /** Timing of every file seen, by path; filled while the source runs. */
+  readonly fileTimes: ReadonlyMap<string, FileTiming>;
+};
+
+interface Tracked {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  state: 'pending' | 'done' | 'failed' | 'existing';
+  timer?: NodeJS.Timeout;
+}
+
+export function watchSource(opts: WatchOptions): WatchSource {
+  const fileTimes = new Map<string, FileTiming>();
+  const source = ((ctx: SourceContext) =>
+    new Observable<SourceEvent>((subscriber) => new FolderWatcher(opts, ctx, subscriber, fileTimes).start())) as WatchSource;
+  Object.defineProperty(source, 'fileTimes', { value: fileTimes });
+  return source;
+}
+
+class FolderWatcher {
+  private readonly log;
+  private readonly format: FormatOption;
+  private readonly gapTimeoutMs: number;
+  private readonly stableMs: number;
+  private readonly corruptTimeoutMs: number;
+  private readonly files = new Map<string, Tracked>();
+  private readonly oldSeries = new Set<number>();
+  private readonly warnedSeries = new Set<number>();
+  private lockedSeries: number | undefined;
+  private watcher: FSWatcher | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  // Reordering state.
+  private nextIdx = 0;
+  private readonly held = new Map<number, Volume>();
+  private readonly emitted = new Set<number>();
+  private readonly gapped = new Set<number>();
+  private readonly failedAhead = new Map<number, string>();
+  private gapTimer: NodeJS.Timeout | undefined;
+  private runInfoSent = false;
+  private grid: { shape: Shape3; trSec: number } | undefined;
+  private readonly slices = new Map<number, Map<string, SliceFile>>();
+
+  constructor(
+    private readonly opts: WatchOptions,
+    private readonly ctx: SourceContext,
+    private readonly out: Subscriber<SourceEvent>,
+    private readonly fileTimes: Map<string, FileTiming>,
+  ) {
+    this.log = stageLogger('ingest-watch', { runId: ctx.runId, dir: opts.dir });
+    this.format = opts.format ?? 'auto';
+    this.gapTimeoutMs = opts.gapTimeoutMs ?? 5000;
+    this.stableMs = opts.stableMs ?? 30;
+    this.corruptTimeoutMs = opts.corruptTimeoutMs ?? 2000;
+  }
+
+  start(): () => void {
+    let names: string[];
+    try {
+      names = readdirSync(this.opts.dir);
+    } catch (err) {
+      this.out.error(new MindeyeError('INGEST_INVALID', 'The watched folder cannot be read.', {
+        file: this.opts.dir, field: 'dir', value: (err as NodeJS.ErrnoException).code,
+        fix: 'create the folder the scanner exports to, or correct --dir',
+      }));
+      return () => {};
+    }
+    if (!this.opts.includeExisting) {
+      for (const name of names) {
+        const path = join(this.opts.dir, name);
+        const stat = this.statFile(path);
+        if (stat === undefined) continue;
+        this.files.set(path, { path, size: stat.size, mtimeMs: stat.mtimeMs, state: 'existing' });
+        const series = this.peekExistingSeries(path);
+        if (series !== undefined) this.oldSeries.add(series);
+      }
+    }
+    this.watcher = watch(this.opts.dir, (_event, name) => {
+      if (name === null) this.rescan();
+      else this.onPath(join(this.opts.dir, name.toString()));
+    });
+    this.watcher.on('error', (err) => {
+      this.log.warn({ err }, 'fs.watch failed; relying on the periodic rescan');
+    });
+    this.rescanTimer = setInterval(() => this.rescan(), this.opts.rescanMs ?? 1000);
+    this.log.info({ existing: this.files.size, series: this.opts.series, format: this.format }, 'watching folder');
+    this.rescan();
+    return () => this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher?.close();
+    clearInterval(this.rescanTimer);
+    clearTimeout(this.gapTimer);
+    for (const f of this.files.values()) clearTimeout(f.timer);
+    this.log.info({ emitted: this.emitted.size, gaps: this.gapped.size }, 'stopped watching folder');
+  }
+
+  private statFile(path: string): { size: number; mtimeMs: number } | undefined {
+    try {
+      const stat = statSync(path);
+      return stat.isFile() ? { size: stat.size, mtimeMs: stat.mtimeMs } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private peekExistingSeries(path: string): number | undefined {
+    try {
+      return peekSeries(readFileSync(path).subarray(0, 65536), path);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private rescan(): void {
+    if (this.closed) return;
+    let names: string[];
+    try {
+      names = readdirSync(this.opts.dir);
+    } catch (err) {
+      this.log.warn({ err }, 'rescan of the watched folder failed');
+      return;
+    }
+    for (const name of names) this.onPath(join(this.opts.dir, name));
+  }
+
+  /** Registers a change of `path` and schedules a decode after the quiet time. */
+  private onPath(path: string): void {
+    if (this.closed) return;
+    const base = path.slice(this.opts.dir.length + 1);
+    if (base.startsWith('.') || isCompanionFile(path)) {
+      // A REC that changes may complete its PAR: look at the PAR again.
+      if (isCompanionFile(path)) for (const ext of ['.par', '.PAR']) {
+        const par = path.replace(/\.rec$/i, ext);
+        if (this.files.has(par)) this.onPath(par);
+      }
+      return;
+    }
+    const stat = this.statFile(path);
+    if (stat === undefined) return;
+    const now = nowMs();
+    let tracked = this.files.get(path);
+    if (tracked === undefined) {
+      tracked = { path, size: -1, mtimeMs: -1, state: 'pending' };
+      this.files.set(path, tracked);
+      this.fileTimes.set(path, { file: path, appearedAtMs: now, completeAtMs: now });
+    }
+    if (tracked.size === stat.size && tracked.mtimeMs === stat.mtimeMs) return;
+    if (tracked.state === 'existing') {
+      // An old file that changes is not new data of the old series; track only its size.
+      tracked.size = stat.size;
+      tracked.mtimeMs = stat.mtimeMs;
+      return;
+    }
+    tracked.size = stat.size;
+    tracked.mtimeMs = stat.mtimeMs;
+    tracked.state = 'pending';
+    this.fileTimes.get(path)!.completeAtMs = now;
+    this.schedule(tracked, this.stableMs);
+  }
+
+  private schedule(tracked: Tracked, delayMs: number): void {
+    clearTimeout(tracked.timer);
+    tracked.timer = setTimeout(() => this.decode(tracked), delayMs);
+  }
+
+  private decode(tracked: Tracked): void {
+    if (this.closed || tracked.state !== 'pending') return;
+    const timing = this.fileTimes.get(tracked.path)!;
+    let decoded: ReturnType<typeof decodeScannerFile>;
+    try {
+      decoded = decodeScannerFile(readFileSync(tracked.path), tracked.path, {
+        format: this.format, niftiFirstNumber: this.opts.niftiFirstNumber,
+      });
+    } catch (err) {
+      if (err instanceof IncompleteFileError) {
+        const quietMs = nowMs() - timing.completeAtMs;
+        if (quietMs < this.corruptTimeoutMs) {
+          this.schedule(tracked, Math.min(100, this.corruptTimeoutMs - quietMs + 1));
+          return;
+        }
+        tracked.state = 'failed';
+        const { seriesNumber, volIdx } = identifyPartial(err, tracked.path);
+        if (seriesNumber !== undefined && !this.acceptSeries(seriesNumber, tracked.path)) return;
+        this.failVolume('corrupt', volIdx, `${tracked.path} is incomplete after ${this.corruptTimeoutMs} ms without change; skipped: ${err.message.split('\n')[0]} (${err.details.value})`);
+        return;
+      }
+      if (isMindeyeError(err) || (err as NodeJS.ErrnoException).code === 'ENOENT') {
+        tracked.state = 'failed';
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        this.warn('invalid', undefined, `${tracked.path} skipped: ${(err as Error).message.replace(/\n\s*/g, '; ')}`);
+        return;
+      }
+      this.log.error({ err, file: tracked.path }, 'unexpected error while decoding a file');
+      tracked.state = 'failed';
+      this.warn('other', undefined, `${tracked.path} skipped: ${(err as Error).message}`);
+      return;
+    }
+    tracked.state = 'done';
+    timing.decodedAtMs = nowMs();
+    for (const d of decoded) {
+      if (!this.acceptSeries(d.seriesNumber, tracked.path)) return;
+      timing.volIdx = d.volIdx;
+      if (d.kind === 'volume') this.onVolume(d, timing.completeAtMs);
+      else this.onSlice(d, timing.completeAtMs);
+    }
+  }
+
+  private acceptSeries(series: number, path: string): boolean {
+    if (this.opts.series !== undefined) {
+      if (series === this.opts.series) return true;
+    } else if (this.lockedSeries === undefined && !this.oldSeries.has(series)) {
+      this.lockedSeries = series;
+      this.log.info({ series, file: path }, 'following series');
+      return true;
+    } else if (series === this.lockedSeries) {
+      return true;
+    }
+    if (!this.warnedSeries.has(series)) {
+      this.warnedSeries.add(series);
+      const why = this.opts.series !== undefined
+        ? `only series ${this.opts.series} is watched`
+        : this.oldSeries.has(series) && this.lockedSeries === undefined
+          ? `it was in the folder before watching began; pass series ${series} to take it`
+          : `series ${this.lockedSeries} is being followed`;
+      this.warn('other', undefined, `series ${series} ignored (first file ${path}): ${why}`);
+    }
+    return false;
+  }
+
+  private onSlice(slice: SliceFile, completeAtMs: number): void {
+    if (this.emitted.has(slice.volIdx) || this.gapped.has(slice.volIdx)) {
+      this.warn(this.emitted.has(slice.volIdx) ? 'duplicate' : 'late', slice.volIdx, `${slice.file}: a slice of volume ${slice.volIdx}, which was already ${this.emitted.has(slice.volIdx) ? 'emitted' : 'given up (gap)'}; dropped`);
+      return;
+    }
+    const key = slice.positionLps.map((x) => x.toFixed(3)).join(',');
+    const group = this.slices.get(slice.volIdx) ?? new Map<string, SliceFile>();
+    this.slices.set(slice.volIdx, group);
+    if (group.has(key)) {
+      this.warn('duplicate', slice.volIdx, `${slice.file} repeats slice position ${key} of volume ${slice.volIdx}; dropped`);
+      return;
+    }
+    group.set(key, slice);
+    if (group.size < slice.slicesPerVolume) return;
+    this.slices.delete(slice.volIdx);
+    try {
+      this.onVolume(assembleSlices([...group.values()]), completeAtMs);
+    } catch (err) {
+      if (!isMindeyeError(err)) throw err;
+      this.failVolume('invalid', slice.volIdx, `volume ${slice.volIdx} could not be assembled: ${err.message.replace(/\n\s*/g, '; ')}`);
+    }
+  }
+
+  private onVolume(file: VolumeFile, completeAtMs: number): void {
+    const idx = file.volIdx;
+    if (this.emitted.has(idx) || this.held.has(idx)) {
+      this.warn('duplicate', idx, `${file.file} repeats volume ${idx}; dropped`);
+      return;
+    }
+    if (this.gapped.has(idx)) {
+      this.warn('late', idx, `${file.file}: volume ${idx} arrived after it was given up as a gap; dropped`);
+      return;
+    }
+    if (this.grid !== undefined && (file.shape[0] !== this.grid.shape[0] || file.shape[1] !== this.grid.shape[1] || file.shape[2] !== this.grid.shape[2])) {
+      const fewer = file.shape[0] === this.grid.shape[0] && file.shape[1] === this.grid.shape[1] && file.shape[2] < this.grid.shape[2];
+      this.failVolume(fewer ? 'incomplete' : 'invalid', idx,
+        `${file.file}: volume ${idx} has grid ${file.shape.join('x')}, the run has ${this.grid.shape.join('x')}; ${fewer ? 'it is incomplete and' : 'it is'} not passed on`);
+      return;
+    }
+    const trSec = file.trSec > 0 ? file.trSec : this.opts.trSec ?? 0;
+    if (this.grid === undefined) this.grid = { shape: file.shape, trSec };
+    const volume: Volume = {
+      type: 'volume',
+      runId: this.ctx.runId,
+      volIdx: idx,
+      acqTimeSec: idx * this.grid.trSec,
+      receivedAtMs: completeAtMs,
+      shape: file.shape,
+      affine: file.affine,
+      data: file.data,
+      sourceId: file.file,
+    };
+    if (!this.runInfoSent) {
+      this.runInfoSent = true;
+      this.out.next({
+        type: 'run-info',
+        runId: this.ctx.runId,
+        trSec: this.grid.trSec,
+        shape: file.shape,
+        affine: file.affine,
+        expectedVolumes: this.opts.expectedVolumes,
+        source: `folder ${this.opts.dir} (${file.format}${file.manufacturer ? `, ${file.manufacturer}` : ''}, series ${file.seriesNumber}${file.seriesDescription ? ` "${file.seriesDescription}"` : ''})`,
+        motionCorrection: false,
+        trials: undefined,
+      });
+    }
+    this.held.set(idx, volume);
+    this.flush();
+  }
+
+  /** Reports a volume that cannot be passed on; a known index becomes a gap at once. */
+  private failVolume(kind: WarningKind, volIdx: number | undefined, message: string): void {
+    this.warn(kind, volIdx, message);
+    if (volIdx === undefined || volIdx < this.nextIdx || this.held.has(volIdx)) return;
+    this.failedAhead.set(volIdx, `volume ${volIdx} was ${kind}`);
+    this.flush();
+  }
+
+  private flush(): void {
+    for (;;) {
+      const volume = this.held.get(this.nextIdx);
+      if (volume !== undefined) {
+        this.held.delete(this.nextIdx);
+        this.emitted.add(this.nextIdx);
+        this.out.next(volume);
+      } else if (this.failedAhead.has(this.nextIdx)) {
+        this.emitGap(this.nextIdx, this.failedAhead.get(this.nextIdx)!);
+      } else {
+        break;
+      }
+      this.nextIdx++;
+      clearTimeout(this.gapTimer);
+      this.gapTimer = undefined;
+    }
+    if (this.opts.expectedVolumes !== undefined && this.nextIdx >= this.opts.expectedVolumes) {
+      this.log.info({ volumes: this.emitted.size, gaps: this.gapped.size }, 'expected volume count reached');
+      this.out.complete();
+      this.close();
+      return;
+    }
+    if ((this.held.size > 0 || this.failedAhead.size > 0) && this.gapTimer === undefined) {
+      const waitingFor = this.nextIdx;
+      this.gapTimer = setTimeout(() => {
+        this.gapTimer = undefined;
+        if (this.nextIdx !== waitingFor) return;
+        this.emitGap(waitingFor, `volume ${waitingFor} did not arrive within ${this.gapTimeoutMs} ms after a later volume`);
+        this.nextIdx++;
+        this.flush();
+      }, this.gapTimeoutMs);
+    }
+  }
+
+  private emitGap(volIdx: number, reason: string): void {
+    this.gapped.add(volIdx);
+    this.failedAhead.delete(volIdx);
+    const partial = this.slices.get(volIdx);
+    if (partial !== undefined) {
+      this.slices.delete(volIdx);
+      this.warn('incomplete', volIdx, `volume ${volIdx} had ${partial.size} of ${[...partial.values()][0].slicesPerVolume} slices when it was given up`);
+    }
+    this.log.warn({ volIdx, reason }, 'gap');
+    this.out.next({ type: 'gap', runId: this.ctx.runId, volIdx, reason });
+  }
+
+  private warn(kind: WarningKind, volIdx: number | undefined, message: string): void {
+    this.log.warn({ kind, volIdx }, message);
+    this.out.next({ type: 'warning', runId: this.ctx.runId, kind, volIdx, message });
+  }
+}
