@@ -27,6 +27,8 @@ Usage: mindeye-rt export --checkpoint FILE --arch mindeye1|mindeye2 --subject N 
   --fp16                      store weights in float16 (the model then runs only with --device cuda)
   --width W                   hidden width of a reduced test model (default: the published 4096);
                               with it any voxel count is accepted
+  --ridge-index I             MindEye2: which ridge layer (ridge.linears.I) to export; by default
+                              the only one, or the one whose width is the subject's voxel count
   --python PATH               Python interpreter (default: /usr/bin/python3, which has python3-torch)
 
 Needs python3-torch and python3-onnx (apt-get install python3-torch python3-onnx).
@@ -44,6 +46,7 @@ export interface ExportOptions {
   lowlevelCheckpoint?: string;
   fp16?: boolean;
   width?: number;
+  ridgeIndex?: number;
   python?: string;
 }
 
@@ -82,10 +85,14 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<string> {
   if (opts.lowlevelCheckpoint !== undefined) args.push('--lowlevel-checkpoint', resolve(opts.lowlevelCheckpoint));
   if (opts.fp16) args.push('--fp16');
   if (opts.width !== undefined) args.push('--width', String(opts.width));
+  if (opts.ridgeIndex !== undefined) args.push('--ridge-index', String(opts.ridgeIndex));
   const started = performance.now();
   logger.info({ python, checkpoint: opts.checkpoint, arch: opts.arch, out: opts.out }, 'export started');
   const { status, stderr } = await runPython(python, args);
   if (status !== 0) throw exporterError(status, stderr, opts);
+  for (const line of stderr.split('\n')) {
+    if (line.startsWith('mindeye_export: ')) logger.warn({ checkpoint: opts.checkpoint }, line.slice('mindeye_export: '.length));
+  }
   const loaded = loadManifest(opts.out);
   logger.info({ out: loaded.dir, heads: Object.keys(loaded.manifest.heads), seconds: (performance.now() - started) / 1000 }, 'export finished');
   return loaded.manifestPath;
@@ -143,6 +150,7 @@ export async function run(argv: string[]): Promise<number> {
       'lowlevel-checkpoint': { type: 'string' },
       fp16: { type: 'boolean', default: false },
       width: { type: 'string' },
+      'ridge-index': { type: 'string' },
       python: { type: 'string' },
     },
     strict: true,
@@ -158,9 +166,14 @@ export async function run(argv: string[]): Promise<number> {
     width = Number(values.width);
     if (!Number.isInteger(width) || width <= 0) throw usage('Invalid --width.', '--width', values.width, 'a positive integer');
   }
+  let ridgeIndex: number | undefined;
+  if (values['ridge-index'] !== undefined) {
+    ridgeIndex = Number(values['ridge-index']);
+    if (!Number.isInteger(ridgeIndex) || ridgeIndex < 0) throw usage('Invalid --ridge-index.', '--ridge-index', values['ridge-index'], 'an integer >= 0');
+  }
   const manifestPath = await exportCheckpoint({
     checkpoint: values.checkpoint as string, arch: values.arch, subject, out: values.out as string,
-    lowlevelCheckpoint: values['lowlevel-checkpoint'], fp16: values.fp16, width, python: values.python,
+    lowlevelCheckpoint: values['lowlevel-checkpoint'], fp16: values.fp16, width, ridgeIndex, python: values.python,
   });
   process.stdout.write(`${manifestPath}\n`);
   return 0;

@@ -196,7 +196,10 @@ export interface SampleOptions {
   batch: number;
   tokens: number;
   dim: number;
-  /** Denoiser calls; `schedule.numTimesteps` (or more) runs DDPM, fewer runs DDIM. */
+  /**
+   * DALLE2's `timesteps` argument: `schedule.numTimesteps` (or more) runs DDPM with one denoiser
+   * call per timestep; fewer runs DDIM, which makes steps - 1 calls because its last time point is -1.
+   */
   steps: number;
   /** Classifier-free guidance scale; 1 runs only the conditioned prediction. */
   guidance: number;

@@ -61,12 +61,13 @@ export function makeCheckpoint(extraArgs: string[] = [], prefix = 'mindeye-expor
 }
 
 /** Builds a checkpoint and exports it with the same code path as `mindeye-rt export`. */
-export async function makeExportedModel(generatorArgs: string[], exportArgs: { fp16?: boolean; lowlevel?: boolean } = {}): Promise<Fixture> {
+export async function makeExportedModel(generatorArgs: string[], exportArgs: { fp16?: boolean; lowlevel?: boolean; ridgeIndex?: number } = {}): Promise<Fixture> {
   const base = makeCheckpoint(generatorArgs);
   const modelDir = join(base.dir, 'model');
   await exportCheckpoint({
     checkpoint: base.checkpoint, arch: base.reference.arch as 'mindeye1' | 'mindeye2', subject: 1, out: modelDir,
     width: base.reference.hidden, fp16: exportArgs.fp16, lowlevelCheckpoint: exportArgs.lowlevel ? base.lowlevel : undefined,
+    ridgeIndex: exportArgs.ridgeIndex,
   });
   return { ...base, modelDir };
 }

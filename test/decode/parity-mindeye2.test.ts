@@ -1,0 +1,56 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportCheckpoint } from '../../src/cli/export.ts';
+import { MindeyeError } from '../../src/errors.ts';
+import { loadManifest } from '../../src/decode/manifest.ts';
+import { checkHeadShapes, loadHead, ort, runHead } from '../../src/decode/ort.ts';
+import { makeExportedModel, maxAbsDiff, type Fixture } from './export-fixture.ts';
+
+const TOLERANCE = 1e-4;
+
+describe('MindEye2 ridge + backbone parity with PyTorch (reduced width)', () => {
+  let fixture: Fixture;
+
+  before(async () => {
+    fixture = await makeExportedModel(['--arch', 'mindeye2', '--voxels', '200', '--hidden', '48', '--tokens', '4', '--clip', '24'],
+      { ridgeIndex: 1 });
+  });
+
+  after(() => {
+    if (fixture) rmSync(fixture.dir, { recursive: true, force: true });
+  });
+
+  test('exports the chosen ridge layer', () => {
+    const { manifest } = loadManifest(fixture.modelDir);
+    assert.equal(manifest.provenance?.arch, 'mindeye2');
+    assert.equal(manifest.voxels.count, 200);
+    assert.deepEqual(Object.keys(manifest.heads).sort(), ['backbone', 'retrieval']);
+  });
+
+  test('ambiguous ridge layers need --ridge-index', async () => {
+    // The checkpoint has two ridge layers (207 and 200 voxels) and neither is subject 1's count.
+    await assert.rejects(
+      exportCheckpoint({ checkpoint: fixture.checkpoint, arch: 'mindeye2', subject: 1, out: join(fixture.dir, 'other'), width: 48 }),
+      (err: unknown) => err instanceof MindeyeError && err.code === 'MODEL_VOXELS_MISMATCH' && err.message.includes('--ridge-index')
+        && err.message.includes('[207, 200]'),
+    );
+  });
+
+  test('backbone and projector match PyTorch', async (t) => {
+    const model = loadManifest(fixture.modelDir);
+    const { batch, voxels, tokens, clip } = fixture.reference;
+    const backbone = await loadHead(model, 'backbone', { device: 'cpu' });
+    checkHeadShapes(backbone, voxels);
+    const latent = await runHead(backbone, { voxels: new ort.Tensor('float32', fixture.array('voxels'), [batch, voxels]) });
+    const latentDiff = maxAbsDiff(latent, fixture.array('backbone'));
+    t.diagnostic(`backbone max abs diff ${latentDiff}`);
+    assert.ok(latentDiff < TOLERANCE, `backbone max abs diff ${latentDiff}`);
+    const retrieval = await loadHead(model, 'retrieval', { device: 'cpu' });
+    const embedding = await runHead(retrieval, { latent: new ort.Tensor('float32', latent, [batch, tokens, clip]) });
+    const embeddingDiff = maxAbsDiff(embedding, fixture.array('retrieval'));
+    t.diagnostic(`retrieval max abs diff ${embeddingDiff}`);
+    assert.ok(embeddingDiff < TOLERANCE, `retrieval max abs diff ${embeddingDiff}`);
+  });
+});
