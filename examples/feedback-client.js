@@ -53,7 +53,7 @@ function resetWatchdog() {
   clearTimeout(watchdog);
   watchdog = setTimeout(() => {
     log(`no message for ${values['timeout-sec']} s; giving up`);
-    exitCode = 3;
+    if (exitCode === 0) exitCode = 3;
     socket.terminate();
   }, Number(values['timeout-sec']) * 1000);
 }
