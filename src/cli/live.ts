@@ -1,17 +1,29 @@
 /**
- * Runs a session for the replay, watch and serve commands: wires the optional parts (ground-truth
- * stimuli, motion correction, rendering, recording, dashboard) around `runSession` and prints
- * the summary.
+ * Runs sessions for the replay, watch and serve commands: wires the optional parts (ground-truth
+ * stimuli, motion correction, rendering, recording, dashboard) around `runSession`, prints the
+ * summary, and with the dashboard keeps serving until Ctrl-C (a replay can be started again
+ * from the page).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Observable, Subject } from 'rxjs';
+import type { FastifyPluginAsync } from 'fastify';
 import { LazyImgBrick } from '../ingest/stimuli.ts';
-import type { Source } from '../ingest/source.ts';
+import { formatSpeed, type Source } from '../ingest/source.ts';
+import { Pacer } from '../ingest/pacing.ts';
 import { logger } from '../log.ts';
-import { runSession } from '../session/run.ts';
+import { runSession, type SessionConfig, type SessionResult } from '../session/run.ts';
 import type { ProcessingOptions } from '../session/options.ts';
 import { SessionRecorder } from '../session/record.ts';
-import type { RunReport } from '../session/report.ts';
-import type { PipelineEvent } from '../events.ts';
+import type { ReportCollector, RunReport } from '../session/report.ts';
+import type { Decoded, PipelineEvent, RunInfo, Volume } from '../events.ts';
+import type { LoadedModel } from '../decode/model.ts';
+import { MotionCorrector, assertSameGrid, motionCorrectorFromNifti } from '../preprocess/motion.ts';
+import { loadMask } from '../preprocess/mask.ts';
+import { readNiftiHeader } from '../io/nifti.ts';
+import { createRenderer, renderWith } from '../render/renderer.ts';
+import { pixCorr, ssim } from '../render/metrics.ts';
 import type { SessionFlags } from './flags.ts';
 
 export interface LiveSessionOptions {
@@ -23,12 +35,16 @@ export interface LiveSessionOptions {
   keepServing: boolean;
   label: string;
   onEvent?(e: PipelineEvent): void;
+  /** Extra fastify plugins on the dashboard server (network ingest). */
+  plugins?: FastifyPluginAsync[];
+  /** Called with the dashboard URL once it listens (tests use it). */
+  onListening?(url: string): void;
 }
 
 export function formatSummary(report: RunReport): string {
   const s = report.summary as Record<string, unknown>;
   const lines = [
-    `run: ${report.run.source}`,
+    `run: ${report.run.source}${report.run.simulated ? ' [simulated subject]' : ''}`,
     `volumes: received ${s.volumesReceived}, processed ${s.volumesProcessed}, dropped ${s.volumesDropped}; trials: ${report.run.trialCount} in design, ${s.trialsDecoded} decoded`,
   ];
   if (typeof s.retrievalTop1 === 'number') {
@@ -36,40 +52,193 @@ export function formatSummary(report: RunReport): string {
       (typeof s.twoWayAccuracy === 'number' ? `, 2-way ${(s.twoWayAccuracy * 100).toFixed(1)}%` : ''));
   }
   if (typeof s.pixCorrLowLevelMean === 'number') lines.push(`low-level PixCorr ${(s.pixCorrLowLevelMean as number).toFixed(3)}, SSIM ${(s.ssimLowLevelMean as number).toFixed(3)}`);
+  if (typeof s.pixCorrMean === 'number') lines.push(`final image PixCorr ${(s.pixCorrMean as number).toFixed(3)}, SSIM ${(s.ssimMean as number).toFixed(3)}`);
   const lat = s.latencyMs as Record<string, { p50: number; p95: number }>;
-  for (const stage of ['preprocess', 'decode', 'volumeToDecode', 'betaToFirstFrame', 'betaToFinalFrame']) {
+  for (const stage of ['preprocess', 'decode', 'volumeToDecode', 'betaToFirstFrame', 'betaToFirstPreview', 'betaToFinalFrame']) {
     if (lat[stage]) lines.push(`latency ${stage}: p50 ${lat[stage].p50.toFixed(1)} ms, p95 ${lat[stage].p95.toFixed(1)} ms`);
   }
   if (typeof s.realtimeFactor === 'number') lines.push(`speed: ${(s.realtimeFactor as number).toFixed(1)}x real time; peak RSS ${s.peakRssMb} MB`);
   return lines.join('\n');
 }
 
+/** Builds the motion registrar for a run: the chosen reference volume or a reference NIfTI. */
+export function registrarFactory(processing: ProcessingOptions): SessionConfig['createRegistrar'] {
+  return (info: RunInfo, first: Volume) => {
+    if (typeof processing.motionReference === 'string') {
+      const ref = readNiftiHeader(processing.motionReference);
+      assertSameGrid({ shape: ref.shape, affine: ref.affine, source: processing.motionReference }, { shape: info.shape, affine: info.affine, source: info.source });
+      return motionCorrectorFromNifti(processing.motionReference);
+    }
+    // NOTE: only the first volume can be the in-run reference here, because the corrector is
+    // built when the first volume arrives; a later index is rejected by the CLI.
+    return new MotionCorrector({ shape: info.shape, affine: info.affine, reference: first.data, referenceSource: first.sourceId });
+  };
+}
+
+/** Adds PixCorr and SSIM of the low-level and final frames against the ground-truth stimuli. */
+export async function addImageMetrics(collector: ReportCollector, stimuli: LazyImgBrick | undefined): Promise<void> {
+  if (!stimuli) return;
+  for (const [trialId, decoded] of collector.finalDecoded) {
+    const frames = collector.framesOf(trialId).filter((f) => !f.provisional);
+    const low = frames.find((f) => f.kind === 'low-level');
+    const final = [...frames].reverse().find((f) => f.kind === 'final');
+    if (!low && !final) continue;
+    const truth = await stimuli.image(decoded.stimulusId);
+    if (!truth) continue;
+    const gt = { data: truth.rgb, width: truth.width, height: truth.height };
+    const metrics: Record<string, number> = {};
+    if (low) {
+      metrics.pixCorrLowLevel = await pixCorr(low.image, gt);
+      metrics.ssimLowLevel = await ssim(low.image, gt);
+    }
+    if (final) {
+      metrics.pixCorr = await pixCorr(final.image, gt);
+      metrics.ssim = await ssim(final.image, gt);
+    }
+    collector.extraTrialMetrics.set(trialId, metrics);
+  }
+}
+
+function renderStage(device: SessionFlags['device']): SessionConfig['render'] {
+  return (decoded$: Observable<Decoded>, ctx: { model: LoadedModel; publish(e: PipelineEvent): void; collector: ReportCollector; pacer: Pacer }) => {
+    if (!ctx.model.manifest.heads.vaeDecoder) return decoded$;
+    return new Observable<unknown>((subscriber) => {
+      let inner: { unsubscribe(): void } | undefined;
+      let cancelled = false;
+      // At max speed an older trial's refinement is cut short for a newer one ('latest');
+      // at any paced speed every trial gets its full img2img sequence ('complete').
+      const policy = ctx.pacer.speed.kind === 'max' ? 'latest' : 'complete';
+      createRenderer({ model: ctx.model, device, policy, emit: (e) => ctx.publish(e) }).then((renderer) => {
+        if (cancelled) { void renderer.close(); return; }
+        inner = decoded$.pipe(renderWith(renderer)).subscribe({
+          next: (e) => subscriber.next(e),
+          error: (err) => subscriber.error(err),
+          complete: () => {
+            const skipped = renderer.skipped;
+            ctx.collector.skipped.img2img += skipped.img2img;
+            ctx.collector.skipped.previews += skipped.previews;
+            subscriber.complete();
+          },
+        });
+      }, (err) => subscriber.error(err));
+      return () => { cancelled = true; inner?.unsubscribe(); };
+    });
+  };
+}
+
+/** The analysis mask on the volume grid, for the dashboard's outline; undefined when unknown. */
+function readMaskForDisplay(modelDir: string | undefined, processing: ProcessingOptions): Uint8Array | undefined {
+  let file = processing.maskFile;
+  let rule = processing.maskRule;
+  if (!file && modelDir && existsSync(join(modelDir, 'manifest.json'))) {
+    const voxels = JSON.parse(readFileSync(join(modelDir, 'manifest.json'), 'utf8')).voxels ?? {};
+    if (voxels.mask) file = join(modelDir, voxels.mask);
+    rule ??= voxels.maskRule;
+  }
+  if (!file || !existsSync(file)) return undefined;
+  return loadMask(file, rule ?? (file.includes('nsdgeneral') ? 'value == 1' : 'value > 0')).inside;
+}
+
 export async function runLiveSession(opts: LiveSessionOptions): Promise<number> {
   const { session } = opts;
   const stimuli = opts.stimuliFile && existsSync(opts.stimuliFile) ? new LazyImgBrick(opts.stimuliFile) : undefined;
   const recorder = session.recordTo ? new SessionRecorder(session.recordTo) : undefined;
+  const pacer = new Pacer(session.speed);
+  const bus = new Subject<PipelineEvent>();
+  const token = session.token ?? randomBytes(16).toString('hex');
+  let state: 'idle' | 'running' | 'paused' | 'stopped' | 'ended' = 'idle';
+  let abort: AbortController | undefined;
+  let model: LoadedModel | undefined;
+  let simulated = false;
+  let lastResult: SessionResult | undefined;
+
+  const runOnce = async (): Promise<SessionResult> => {
+    abort = new AbortController();
+    state = 'running';
+    try {
+      const result = await runSession({
+        source: opts.source,
+        processing: opts.processing,
+        modelDir: session.modelDir,
+        device: session.device,
+        speed: session.speed,
+        pacer,
+        topK: session.topK,
+        reportFile: session.reportFile,
+        signal: abort.signal,
+        createRegistrar: registrarFactory(opts.processing),
+        render: renderStage(session.device),
+        finishReport: (collector) => addImageMetrics(collector, stimuli),
+        onEvent: (e) => {
+          if (e.type === 'run-info') simulated = e.simulated === true;
+          recorder?.onEvent(e);
+          bus.next(e);
+          opts.onEvent?.(e);
+        },
+      });
+      state = result.aborted ? 'stopped' : 'ended';
+      model = result.model;
+      lastResult = result;
+      process.stdout.write(formatSummary(result.report) + '\n');
+      if (session.reportFile) process.stdout.write(`report written to ${session.reportFile}\n`);
+      await result.model?.close();
+      return result;
+    } catch (err) {
+      state = 'ended';
+      throw err;
+    }
+  };
+
+  let dashboard: { url: string; close(): Promise<void> } | undefined;
   if (session.dashboard) {
-    logger.warn('the dashboard is not available in this build; running headless');
-  }
-  try {
-    const result = await runSession({
-      source: opts.source,
-      processing: opts.processing,
-      modelDir: session.modelDir,
-      device: session.device,
-      speed: session.speed,
-      topK: session.topK,
-      reportFile: session.reportFile,
-      onEvent: (e) => {
-        recorder?.onEvent(e);
-        opts.onEvent?.(e);
+    const { startDashboard } = await import('../../dashboard/server.ts');
+    const stimulusJpeg = (id: string) => stimuli?.jpeg(id) ?? Promise.resolve(undefined);
+    dashboard = await startDashboard({
+      events$: bus.asObservable(),
+      control: {
+        start: () => {
+          if (state === 'running' || state === 'paused') return;
+          runOnce().catch((err) => logger.error({ err: (err as Error).message }, 'replay failed'));
+        },
+        pause: () => { if (state === 'running') { pacer.pause(); state = 'paused'; } },
+        resume: () => { if (state === 'paused') { pacer.resume(); state = 'running'; } },
+        stop: () => { if (state === 'running' || state === 'paused') { pacer.resume(); abort?.abort(); } },
+        setSpeed: (speed) => pacer.setSpeed(speed),
+        status: () => ({ state, speed: formatSpeed(pacer.speed) }),
       },
-    });
-    process.stdout.write(formatSummary(result.report) + '\n');
-    if (session.reportFile) process.stdout.write(`report written to ${session.reportFile}\n`);
-    await result.model?.close();
+      onFeedbackInput: (msg) => {
+        logger.info({ input: msg.type }, 'feedback input received');
+      },
+      image: async (kind, id) => {
+        if (kind === 'stimulus') return stimulusJpeg(id);
+        const bankDir = model?.bank?.thumbnailsDir ?? (session.modelDir ? join(session.modelDir, 'thumbs') : undefined);
+        if (!bankDir) return undefined;
+        for (const name of [`${id}.jpg`, `${id}.jpeg`, `${id}.png`]) {
+          const file = join(bankDir, name);
+          if (existsSync(file)) return new Uint8Array(readFileSync(file));
+        }
+        return stimulusJpeg(id);
+      },
+      get simulated() { return simulated; },
+      mask: readMaskForDisplay(session.modelDir, opts.processing),
+    }, { host: session.host, port: session.port, token, plugins: opts.plugins, fdThresholdMm: opts.processing.fdThresholdMm });
+    process.stdout.write(`${opts.label}: dashboard at ${dashboard.url}\n`);
+    opts.onListening?.(dashboard.url);
+  }
+
+  try {
+    await runOnce();
+    if (dashboard && opts.keepServing) {
+      process.stdout.write('run ended; the dashboard keeps serving (start the replay again from the page); press Ctrl-C to quit\n');
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+    }
     return 0;
   } finally {
+    await dashboard?.close();
     await stimuli?.close();
+    bus.complete();
   }
 }

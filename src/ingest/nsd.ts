@@ -54,8 +54,10 @@ export function readDatasetInfo(root: string): DatasetInfo {
 /** Test-split stimulus ids of a simulated dataset (simulation/stimuli.json), if present. */
 function readTestIds(file: string): Set<string> | undefined {
   if (!existsSync(file)) return undefined;
-  const entries = JSON.parse(readFileSync(file, 'utf8')) as { id: number | string; split: string }[] | { stimuli: { id: number | string; split: string }[] };
-  const list = Array.isArray(entries) ? entries : entries.stimuli;
+  type Entry = { id: number | string; split: string };
+  const parsed = JSON.parse(readFileSync(file, 'utf8')) as Entry[] | { images?: Entry[]; stimuli?: Entry[] };
+  const list = Array.isArray(parsed) ? parsed : parsed.images ?? parsed.stimuli;
+  if (!Array.isArray(list)) return undefined;
   return new Set(list.filter((e) => e.split === 'test').map((e) => String(e.id)));
 }
 

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { Subject, lastValueFrom, defaultIfEmpty, tap, ignoreElements, mergeWith, type Observable } from 'rxjs';
+import { Subject, tap, type Observable } from 'rxjs';
 import { MindeyeError } from '../errors.ts';
 import { nowMs, type PipelineEvent, type RunInfo, type Decoded } from '../events.ts';
 import { Pacer } from '../ingest/pacing.ts';
@@ -47,10 +47,14 @@ export interface SessionConfig {
   finishReport?(collector: ReportCollector, model: LoadedModel | undefined): Promise<void>;
   /** Pacer shared with a dashboard's controls; created from `speed` when omitted. */
   pacer?: Pacer;
+  /** Stops the run: the pipeline is unsubscribed and the report covers what was processed. */
+  signal?: AbortSignal;
 }
 
 export interface SessionResult {
   runId: string;
+  /** True when the run was stopped through `signal` before its source ended. */
+  aborted: boolean;
   report: RunReport;
   collector: ReportCollector;
   model?: LoadedModel;
@@ -144,11 +148,18 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   }
 
   let error: unknown;
-  try {
-    await lastValueFrom(tail$.pipe(ignoreElements(), mergeWith([] as unknown[]), defaultIfEmpty(undefined)));
-  } catch (err) {
-    error = err;
-  }
+  let aborted = false;
+  await new Promise<void>((resolve) => {
+    const subscription = tail$.subscribe({
+      error: (err) => { error = err; resolve(); },
+      complete: () => resolve(),
+    });
+    config.signal?.addEventListener('abort', () => {
+      aborted = true;
+      subscription.unsubscribe();
+      resolve();
+    }, { once: true });
+  });
   const endedAtMs = nowMs();
   publish({ type: 'run-end', runId, volumesReceived: collector.volumesReceived, endedAtMs, error: error ? String((error as Error).message ?? error) : undefined });
   if (error) {
@@ -167,7 +178,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
     ...(collector.info?.simulated ? { simulated: true } : {}),
   }, endedAtMs - startedMs);
   if (config.reportFile) writeFileSync(config.reportFile, JSON.stringify(report, null, 2) + '\n');
-  log.info({ volumes: collector.volumesProcessed, trials: collector.finalDecoded.size }, 'run ended');
+  log.info({ volumes: collector.volumesProcessed, trials: collector.finalDecoded.size, aborted }, aborted ? 'run stopped' : 'run ended');
   bus.complete();
-  return { runId, report, collector, model };
+  return { runId, aborted, report, collector, model };
 }
