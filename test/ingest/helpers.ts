@@ -106,6 +106,7 @@ export class EventLog {
   readonly events: SourceEvent[] = [];
   completed = false;
   error: unknown;
+  private onDone: (() => void)[] = [];
   private waiters: { match: (e: SourceEvent) => boolean; resolve: (e: SourceEvent) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }[] = [];
   private readonly stop: () => void;
 
@@ -121,8 +122,14 @@ export class EventLog {
           }
         }
       },
-      complete: () => { this.completed = true; },
-      error: (err) => { this.error = err; },
+      complete: () => {
+        this.completed = true;
+        for (const done of this.onDone) done();
+      },
+      error: (err) => {
+        this.error = err;
+        for (const done of this.onDone) done();
+      },
     });
     this.stop = () => subscription.unsubscribe();
   }
@@ -134,6 +141,18 @@ export class EventLog {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; events so far: ${this.events.map(label).join(', ')}`)), timeoutMs);
       this.waiters.push({ match, resolve, reject, timer });
+    });
+  }
+
+  /** Resolves when the source completes or fails; rejects after `timeoutMs`. */
+  waitForEnd(timeoutMs = 10000): Promise<void> {
+    if (this.completed || this.error !== undefined) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for completion; events so far: ${this.events.map(label).join(', ')}`)), timeoutMs);
+      this.onDone.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
   }
 
