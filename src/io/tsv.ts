@@ -70,12 +70,14 @@ export interface NsdDesignOptions {
   volumeCount: number;
   /** Stimulus duration in seconds (NSD: 3 s on, 1 s off). */
   durationSec?: number;
+  /** Accept any row count (live sessions, whose volume count is not known in advance). */
+  anyRowCount?: boolean;
 }
 
 export function readNsdDesign(file: string, opts: NsdDesignOptions): TrialSpec[] {
   const lines = splitLines(readFileSync(file, 'utf8'));
   const rows = lines.length;
-  if (rows !== opts.volumeCount && rows !== opts.volumeCount - 1) {
+  if (!opts.anyRowCount && rows !== opts.volumeCount && rows !== opts.volumeCount - 1) {
     throw new MindeyeError('DESIGN_ROWS_MISMATCH', 'The design file does not match the run\'s volume count.', {
       file, field: 'row count', value: rows,
       expected: `${opts.volumeCount} (one per volume) or ${opts.volumeCount - 1} (NSD's design files omit the trailing volume)`,

@@ -1,0 +1,62 @@
+/** `mindeye-rt serve`: decode volumes pushed over a WebSocket at /ingest. */
+import Fastify from 'fastify';
+import websocket from '@fastify/websocket';
+import { pushIngest } from '../ingest/push.ts';
+import { withDesign } from '../ingest/with-design.ts';
+import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
+import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
+import { runLiveSession } from './live.ts';
+import { takeWhile } from 'rxjs';
+import type { Source } from '../ingest/source.ts';
+
+export const help = `Usage: mindeye-rt serve [--host H] [--port P] [--token T] [--events TSV | --design TSV] [options]
+
+Accepts volumes pushed by a scanner-side computer (\`mindeye-rt push\`, or any program that
+speaks the protocol in docs/ingest.md) at ws://HOST:PORT/ingest, one volume per binary message,
+and decodes them live. The sender must present the session token (printed at start, or set with
+--token). A sender faster than the pipeline is throttled through acknowledgements. The dashboard
+shares the port; with --no-dashboard only /ingest is served. The session is recorded to
+sessions/<date-time>/ unless --record-to says otherwise.
+
+${DESIGN_HELP}
+
+${PROCESSING_HELP}
+
+${SESSION_HELP}
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { ...PROCESSING_FLAGS, ...SESSION_FLAGS, ...DESIGN_FLAGS, 'max-queue': { type: 'string' } }, 'serve');
+  const processing = processingFromFlags(values);
+  const session = sessionFromFlags(values);
+  session.recordTo ??= defaultRecordDir();
+  const token = sessionToken(session.token);
+  session.token = token;
+  const ingest = pushIngest({ token, maxQueue: values['max-queue'] !== undefined ? Number(values['max-queue']) : undefined });
+  const expected = expectedVolumesFromFlags(values);
+  // With --expected-volumes the run ends once that many volumes (or gaps) have passed.
+  let resolved = 0;
+  const source: Source = expected === undefined ? ingest.source : (ctx) => ingest.source(ctx).pipe(
+    takeWhile((e) => {
+      if (e.type === 'volume' || e.type === 'gap') resolved++;
+      return resolved < expected;
+    }, true),
+  );
+  if (!session.dashboard) {
+    const app = Fastify({ logger: false });
+    await app.register(websocket);
+    await app.register(ingest.plugin);
+    const address = await app.listen({ host: session.host, port: session.port });
+    process.stdout.write(`serve: ingest at ${address.replace('http', 'ws')}/ingest (token ${token}); recording to ${session.recordTo}\n`);
+    try {
+      return await runLiveSession({ source: withDesign(source, designFromFlags(values)), processing, session, keepServing: false, label: 'serve' });
+    } finally {
+      await app.close();
+    }
+  }
+  process.stdout.write(`serve: ingest at ws://${session.host}:${session.port}/ingest (token ${token}); recording to ${session.recordTo}\n`);
+  return runLiveSession({
+    source: withDesign(source, designFromFlags(values)), processing, session, keepServing: false, label: 'serve',
+    plugins: [ingest.plugin],
+  });
+}

@@ -1,0 +1,63 @@
+/** `mindeye-rt watch`: decode volumes as a scanner export folder fills. */
+import { existsSync } from 'node:fs';
+import { MindeyeError } from '../errors.ts';
+import { watchSource } from '../ingest/watch.ts';
+import { withDesign } from '../ingest/with-design.ts';
+import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
+import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
+import { runLiveSession } from './live.ts';
+
+export const help = `Usage: mindeye-rt watch --dir DIR [--format auto|siemens|siemens-xa|ge|philips|nifti] [--series N]
+                        [--events TSV | --design TSV] [options]
+
+Watches a scanner's real-time export folder and decodes each volume as soon as its file is
+complete: Siemens mosaic DICOM (001_SSSSSS_VVVVVV.dcm), Siemens XA enhanced DICOM, GE per-slice
+DICOM, Philips PAR/REC, or one NIfTI per volume. Partial writes are waited for, out-of-order
+files reordered, duplicates dropped with a warning, and a missing volume becomes a gap after
+--gap-timeout-ms. Motion correction is on by default (--motion auto). The session is recorded to
+sessions/<date-time>/ unless --record-to says otherwise.
+
+Folder:
+  --dir DIR                the export folder to watch
+  --format F               file format (default auto: detected from the first file)
+  --series N               series number to take (default: the first new series)
+  --include-existing       also take files already in the folder when watching starts
+  --tr S                   repetition time in seconds for files that do not record it
+  --gap-timeout-ms MS      wait for a missing volume this long (default 5000)
+
+${DESIGN_HELP}
+
+${PROCESSING_HELP}
+
+${SESSION_HELP}
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, {
+    ...PROCESSING_FLAGS, ...SESSION_FLAGS, ...DESIGN_FLAGS,
+    dir: { type: 'string' }, format: { type: 'string', default: 'auto' }, series: { type: 'string' },
+    'include-existing': { type: 'boolean', default: false }, tr: { type: 'string' }, 'gap-timeout-ms': { type: 'string' },
+  }, 'watch');
+  if (values.dir === undefined || !existsSync(String(values.dir))) {
+    throw new MindeyeError('CLI_USAGE', 'The folder to watch does not exist.', { field: '--dir', value: values.dir, fix: 'create the export folder or correct --dir' });
+  }
+  const formats = ['auto', 'siemens', 'siemens-xa', 'ge', 'philips', 'nifti'];
+  if (!formats.includes(String(values.format))) {
+    throw new MindeyeError('CLI_USAGE', 'Invalid value for --format.', { field: '--format', value: values.format, expected: formats.join(', '), fix: 'see --help' });
+  }
+  const processing = processingFromFlags(values);
+  const session = sessionFromFlags(values);
+  session.recordTo ??= defaultRecordDir();
+  session.token = sessionToken(session.token);
+  const source = watchSource({
+    dir: String(values.dir),
+    format: values.format as never,
+    series: values.series !== undefined ? Number(values.series) : undefined,
+    includeExisting: values['include-existing'] === true,
+    trSec: values.tr !== undefined ? Number(values.tr) : undefined,
+    gapTimeoutMs: values['gap-timeout-ms'] !== undefined ? Number(values['gap-timeout-ms']) : undefined,
+    expectedVolumes: expectedVolumesFromFlags(values),
+  });
+  process.stdout.write(`watching ${values.dir}; recording to ${session.recordTo}\n`);
+  return runLiveSession({ source: withDesign(source, designFromFlags(values)), processing, session, keepServing: false, label: 'watch' });
+}

@@ -1,0 +1,29 @@
+/**
+ * Adds a trial design to a live source's run-info, for watch and serve sessions whose timing
+ * comes from `--events` (BIDS, onsets in seconds from the first volume) or `--design` (NSD's
+ * one-integer-per-TR format, read once the TR and the volume count are known).
+ */
+import { map } from 'rxjs';
+import type { TrialSpec } from '../events.ts';
+import { readBidsEvents, readNsdDesign } from '../io/tsv.ts';
+import type { Source } from './source.ts';
+
+export type DesignSpec = { kind: 'events'; file: string; labelColumn?: string } | { kind: 'design'; file: string };
+
+export function withDesign(source: Source, design: DesignSpec | undefined): Source {
+  if (!design) return source;
+  const fromEvents = design.kind === 'events' ? readBidsEvents(design.file, { labelColumn: design.labelColumn }) : undefined;
+  return (ctx) => source(ctx).pipe(
+    map((e) => {
+      if (e.type !== 'run-info') return e;
+      let trials: TrialSpec[];
+      if (fromEvents) trials = fromEvents;
+      else {
+        // A live run's volume count is unknown: accept the design's own row count (or one more).
+        const rows = readNsdDesign(design.file, { trSec: e.trSec, volumeCount: e.expectedVolumes ?? Number.NaN, anyRowCount: true });
+        trials = rows;
+      }
+      return { ...e, trials };
+    }),
+  );
+}
