@@ -17,16 +17,25 @@
  *                  "thumbnails": "thumbs/", "space": "demo-encoder" } }
  * ```
  * A Head is `{ "file": "x.onnx", "input": "voxels" | "<other head>", "inputName": tensor,
- * "outputName": tensor, ...head-specific fields }`. Known heads and their extra fields:
- * - backbone: `dim` (latent width).
- * - retrieval: `dim`, `space` (embedding space of the image bank it is compared with).
+ * "outputName": tensor, ...head-specific fields }`. Optional on every head: `externalData`
+ * (the ONNX external weight file beside `file`, written for graphs over 2 GB) and `dtype`
+ * ("float16" when exported with --fp16; such heads run only on CUDA). Known heads and their
+ * extra fields:
+ * - backbone: `dim` (latent width), `tokens` (latent is [B, tokens, dim]; MindEye1 257 x 768).
+ * - retrieval: `dim`, `tokens`, `space` (embedding space of the image bank it is compared with).
  * - classifier: `labels` (string[]); output is one score per label.
- * - prior: `timesteps`, `guidance`, `schedule`, `dim`.
+ * - prior: `timesteps`, `guidance`, `schedule`, `dim`, `tokens`; from the MindEye exporter also
+ *   `inputNames` ([image_embed, timestep, brain_embed, cond_keep]), `scheduleFile` (JSON of the
+ *   noise-schedule buffers, see src/decode/prior.ts), `predict` ("x_start") and
+ *   `nullConditioning` ("brain+image": the unconditioned pass swaps in both null embeddings).
  * - lowLevel: `latentShape` ([C, H, W]).
  * - vaeDecoder: `scale` (latents are divided by it before decoding), `imageSize` ([H, W]).
  * - unet: `scheduler`, `steps`, `strength`, `guidance`, `trainTimesteps`, `betaSchedule`,
  *   `betaStart`, `betaEnd`, `condDim`.
- * - imageEncoder: `inputSize`, `dim`.
+ * - imageEncoder: `inputSize`, `dim`, `space`, `normalize` ("clip" (default), "unit" or
+ *   "signed"); its `input` is "image" (NCHW RGB), read by `mindeye-rt bank` (src/cli/bank.ts).
+ *   NOTE: loadManifest still rejects "image" as an input, so an imageEncoder head belongs in
+ *   an encoder directory that `bank` reads on its own.
  * Every head is optional, but at least one takes `voxels`. Raw arrays (`.f32`, `.u8`) are
  * little-endian without a header; their shapes follow from the fields above.
  */
