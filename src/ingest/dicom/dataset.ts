@@ -66,7 +66,7 @@ export function parseDicomFile(bytes: Uint8Array, file: string): DataSet {
   } catch (err) {
     const partial = (err as { dataSet?: DataSet }).dataSet;
     const reason = typeof err === 'string' ? err : ((err as { exception?: string }).exception ?? String(err));
-    if (/past end|overrun|overread/i.test(reason)) {
+    if (/past end|overrun|overread/i.test(reason) || metaGroupIncomplete(bytes)) {
       throw new IncompleteFileError(file, `${bytes.length} bytes; the parser stopped with "${reason}"`, partial);
     }
     throw new MindeyeError('DICOM_INVALID', 'The DICOM file could not be parsed.', {
@@ -83,6 +83,17 @@ export function parseDicomFile(bytes: Uint8Array, file: string): DataSet {
     throw new IncompleteFileError(file, `${bytes.length} bytes, Pixel Data needs ${pixels.dataOffset + pixels.length}`, ds);
   }
   return ds;
+}
+
+/**
+ * True when the bytes end inside the File Meta Information group, whose length (0002,0000) is
+ * the first element after "DICM" in every Part 10 file.
+ */
+function metaGroupIncomplete(bytes: Uint8Array): boolean {
+  if (bytes.length < 144) return true;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint16(132, true) !== 0x0002 || view.getUint16(134, true) !== 0x0000) return false;
+  return bytes.length < 144 + view.getUint32(140, true);
 }
 
 /** Trimmed string value, or undefined when absent or empty. */
