@@ -97,7 +97,7 @@ class StopError extends Error {}
 export class Renderer {
   readonly events: Observable<RenderEvent>;
   readonly frames: Observable<Frame>;
-  readonly policy: RenderPolicy;
+  private currentPolicy: RenderPolicy;
 
   private readonly subject = new Subject<RenderEvent>();
   private readonly log = stageLogger('render');
@@ -118,7 +118,7 @@ export class Renderer {
     private readonly unet: Unet | undefined,
     private readonly options: Required<Omit<RendererOptions, 'emit' | 'model' | 'device'>> & Pick<RendererOptions, 'emit'>,
   ) {
-    this.policy = options.policy;
+    this.currentPolicy = options.policy;
     this.events = this.subject.asObservable();
     this.frames = this.events.pipe(filter((e): e is Frame => e.type === 'frame'));
   }
@@ -148,6 +148,15 @@ export class Renderer {
       quality: options.quality ?? 85,
       emit: options.emit,
     });
+  }
+
+  get policy(): RenderPolicy {
+    return this.currentPolicy;
+  }
+
+  /** Changes the policy for the work still queued, such as when a replay's speed changes. */
+  setPolicy(policy: RenderPolicy): void {
+    this.currentPolicy = policy;
   }
 
   get skipped(): SkipCounters {
@@ -197,21 +206,27 @@ export class Renderer {
     await this.finish();
   }
 
-  /** Abandons queued work, waits for the job in flight, completes the stream and releases the sessions. */
+  /**
+   * Abandons queued work, waits for the job in flight, completes the stream and releases the
+   * sessions. The skip counters are updated before the first await, so they are final as soon
+   * as close() is called.
+   */
   async close(): Promise<void> {
-    this.accepting = false;
-    this.stopped = true;
-    // The job in flight may still queue its trial's refinement, so count after it ends.
-    while (this.running) await this.running;
-    for (const trial of this.trials.values()) {
-      if (trial.pendingLowLevel && !trial.pendingLowLevel.final) this.counters.provisional++;
-      if (trial.finalDecoded === undefined || trial.finished) continue;
-      if (trial.refinement) this.countCut(trial);
-      else if (this.stepCount > 0) this.countCut(trial, this.stepCount);
+    if (!this.stopped) {
+      this.accepting = false;
+      this.stopped = true;
+      // The job in flight sends nothing more, so its trial's remaining steps count as skipped.
+      for (const trial of this.trials.values()) {
+        if (trial.pendingLowLevel && !trial.pendingLowLevel.final) this.counters.provisional++;
+        if (trial.finalDecoded === undefined || trial.finished) continue;
+        if (trial.refinement) this.countCut(trial);
+        else if (this.stepCount > 0) this.countCut(trial, this.stepCount);
+      }
+      this.refineQueue.length = 0;
+      this.lowLevelQueue.length = 0;
+      this.finishQueue.length = 0;
     }
-    this.refineQueue.length = 0;
-    this.lowLevelQueue.length = 0;
-    this.finishQueue.length = 0;
+    while (this.running) await this.running;
     await this.finish();
   }
 
@@ -257,7 +272,7 @@ export class Renderer {
       }
       const refining = this.refineQueue[0];
       if (refining === undefined) return;
-      if (this.policy === 'latest' && this.hasNewerFinal(refining)) {
+      if (this.currentPolicy === 'latest' && this.hasNewerFinal(refining)) {
         this.refineQueue.shift();
         this.countCut(refining);
         this.finishQueue.push(refining);
