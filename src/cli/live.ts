@@ -99,7 +99,7 @@ export async function addImageMetrics(collector: ReportCollector, stimuli: LazyI
   }
 }
 
-function renderStage(device: SessionFlags['device']): SessionConfig['render'] {
+export function renderStageFor(device: SessionFlags['device']): SessionConfig['render'] {
   return (decoded$: Observable<Decoded>, ctx: { model: LoadedModel; publish(e: PipelineEvent): void; collector: ReportCollector; pacer: Pacer }) => {
     if (!ctx.model.manifest.heads.vaeDecoder) return decoded$;
     return new Observable<unknown>((subscriber) => {
@@ -167,7 +167,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
         reportFile: session.reportFile,
         signal: abort.signal,
         createRegistrar: registrarFactory(opts.processing),
-        render: renderStage(session.device),
+        render: renderStageFor(session.device),
         finishReport: (collector) => addImageMetrics(collector, stimuli),
         onEvent: (e) => {
           if (e.type === 'run-info') simulated = e.simulated === true;
