@@ -29,6 +29,9 @@ export const NSD_VOXEL_MM = 1.8;
 /** Brain median of the baseline after scaling (int16 units); keeps rounding error far below the signal. */
 export const BASELINE_BRAIN_MEDIAN = 1000;
 
+/** Lowest baseline inside the brain, as a fraction of the brain median. */
+export const BASELINE_FLOOR_FRACTION = 0.4;
+
 /** Thickness of the cortical ribbon, in mm from the brain surface. */
 export const CORTEX_DEPTH_MM = 5;
 
@@ -267,8 +270,10 @@ function scaleBaseline(baseline: Float32Array, brain: Uint8Array): Float32Array 
   const median = inside[Math.floor(inside.length / 2)];
   const factor = median > 0 ? BASELINE_BRAIN_MEDIAN / median : 1;
   const out = new Float32Array(baseline.length);
-  // A floor of 10% of the median keeps dark voxels inside the brain (susceptibility dropout) non-zero.
-  for (let i = 0; i < brain.length; i++) out[i] = brain[i] === 1 ? Math.max(baseline[i] * factor, 0.1 * BASELINE_BRAIN_MEDIAN) : 0;
+  // Dark voxels inside the brain (partial volume at the surface, susceptibility dropout) are
+  // raised to BASELINE_FLOOR_FRACTION of the median, so that int16 rounding stays small next to
+  // their percent-signal-change responses.
+  for (let i = 0; i < brain.length; i++) out[i] = brain[i] === 1 ? Math.max(baseline[i] * factor, BASELINE_FLOOR_FRACTION * BASELINE_BRAIN_MEDIAN) : 0;
   return out;
 }
 

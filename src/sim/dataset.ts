@@ -34,6 +34,7 @@ export const GENERATOR = 'mindeye-rt simulate (voxel model version 1)';
 export const SUBJECT_DIR = 'subj01';
 /** Crops per training photo that join the test crops in the voxel model's reference set. */
 const REFERENCE_TRAIN_CROPS = 2;
+const RENDER_BATCH = 8;
 
 export interface SimulateOptions {
   out: string;
@@ -216,13 +217,16 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
   const renderIds = new Set<number>([...reference]);
   for (let id = 1; id <= brickCount; id++) renderIds.add(id);
   const pixels = new Map<number, Buffer>();
-  for (const id of [...renderIds].sort((a, b) => a - b)) {
-    const crop = stimuli.crops[id - 1];
-    const rgb = await renderCrop(crop);
-    if (id <= brickCount) pixels.set(id, rgb);
-    const features = await imageFeatures(rgb, STIMULUS_SIZE);
-    store.features.set(id, features);
-    store.descriptors.set(id, imageDescriptor(features));
+  // Several crops at a time, so that sharp's worker threads overlap with each other.
+  const renderList = [...renderIds].sort((a, b) => a - b);
+  for (let start = 0; start < renderList.length; start += RENDER_BATCH) {
+    await Promise.all(renderList.slice(start, start + RENDER_BATCH).map(async (id) => {
+      const rgb = await renderCrop(stimuli.crops[id - 1]);
+      if (id <= brickCount) pixels.set(id, rgb);
+      const features = await imageFeatures(rgb, STIMULUS_SIZE);
+      store.features.set(id, features);
+      store.descriptors.set(id, imageDescriptor(features));
+    }));
   }
   calibrateVoxelModel(model, reference.map((id) => store.features.get(id) as Float32Array), reference.map((id) => store.descriptors.get(id) as Float32Array));
 

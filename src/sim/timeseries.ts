@@ -7,7 +7,7 @@
  * SPM canonical HRF, peak 1; only ROI voxels respond) and drift_v a sum of the three slowest
  * DCT components (periods 603, 301 and 201 s). The clean volume is then moved by the run's rigid
  * motion (trilinear resampling), voxels whose moved brain weight falls below 0.5 are set to 0,
- * and AR(1) noise is added in scanner space. Values are rounded to int16.
+ * and AR(1) noise is added in scanner space, with the noise level of the scanner voxel. Values are rounded to int16.
  */
 import type { MotionParams } from '../events.ts';
 import type { Anatomy } from './anatomy.ts';
@@ -97,7 +97,6 @@ export function generateRun(inputs: RunInputs): Int16Array {
   const out = new Int16Array(volumes * n);
   const clean = new Float32Array(n);
   const moved = new Float32Array(n);
-  const sdMoved = new Float32Array(n);
   const brainMoved = new Float32Array(n);
   const brainFloat = Float32Array.from(anatomy.brain);
   // Motion stays under a voxel or two, so only the brain and a 3-voxel margin can be non-zero.
@@ -119,11 +118,11 @@ export function generateRun(inputs: RunInputs): Int16Array {
 
     const m = inputs.motion[t];
     const still = m === undefined || [...m.translationMm, ...m.rotationRad].every((p) => p === 0);
-    let value = clean, sd = sdMap, mask = brainFloat;
+    let value = clean, mask = brainFloat;
     if (!still) {
-      resampleTrilinearAt(reach, [clean, sdMap, brainFloat], [moved, sdMoved, brainMoved], anatomy.shape, motionVoxelMap(anatomy.affine, anatomy.shape, m));
+      // The noise level stays with the scanner voxel (thermal noise does not move with the head).
+      resampleTrilinearAt(reach, [clean, brainFloat], [moved, brainMoved], anatomy.shape, motionVoxelMap(anatomy.affine, anatomy.shape, m));
       value = moved;
-      sd = sdMoved;
       mask = brainMoved;
     }
 
@@ -136,7 +135,7 @@ export function generateRun(inputs: RunInputs): Int16Array {
         // The first volume starts each voxel's AR(1) process in its stationary distribution.
         const e = t === 0 ? noiseRng.normal() : NOISE_AR1 * arState[q] + innovation * noiseRng.normal();
         arState[q] = e;
-        v += sd[q] * e;
+        v += sdMap[q] * e;
       }
       out[row + q] = v > 32767 ? 32767 : v < -32768 ? -32768 : Math.round(v);
     }

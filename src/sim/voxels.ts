@@ -165,14 +165,61 @@ function gaussianKernel(sigma: number): Float32Array {
 
 const KERNELS = SIZE_BINS_CELLS.map(gaussianKernel);
 
-/** Blurs one feature map (32 x 32) onto the zero-padded grid with a separable Gaussian. */
-function blurPadded(map: Float32Array, offset: number, kernel: Float32Array, out: Float32Array): void {
+/**
+ * Where each voxel samples its blurred feature maps: the top-left padded cell of its bilinear
+ * neighbourhood and the two fractions, plus, per size bin, the cells and columns that any voxel
+ * reads. Blurring only those cells is what keeps the drive computation cheap.
+ */
+interface SamplingPlan {
+  base: Int32Array;
+  fracCol: Float32Array;
+  fracRow: Float32Array;
+  cellsByBin: Int32Array[];
+  columnsByBin: Int32Array[];
+}
+
+const plans = new WeakMap<VoxelModel, SamplingPlan>();
+
+function samplingPlan(model: VoxelModel): SamplingPlan {
+  const cached = plans.get(model);
+  if (cached !== undefined) return cached;
+  const half = STIMULUS_DEG / 2;
+  const base = new Int32Array(model.count);
+  const fracCol = new Float32Array(model.count);
+  const fracRow = new Float32Array(model.count);
+  const cellSets = SIZE_BINS_CELLS.map(() => new Uint8Array(PADDED * PADDED));
+  for (let v = 0; v < model.count; v++) {
+    // Visual field (x right, y up, degrees) to padded-grid cells (column right, row down),
+    // clamped so that the 2 x 2 neighbourhood stays on the grid.
+    const col = Math.min(PADDED - 1.001, Math.max(0, (model.prfXDeg[v] + half) / CELL_DEG - 0.5 + PAD));
+    const row = Math.min(PADDED - 1.001, Math.max(0, (half - model.prfYDeg[v]) / CELL_DEG - 0.5 + PAD));
+    const c0 = Math.floor(col), r0 = Math.floor(row);
+    base[v] = r0 * PADDED + c0;
+    fracCol[v] = col - c0;
+    fracRow[v] = row - r0;
+    const set = cellSets[model.sizeBin[v]];
+    set[base[v]] = set[base[v] + 1] = set[base[v] + PADDED] = set[base[v] + PADDED + 1] = 1;
+  }
+  const cellsByBin = cellSets.map((set) => {
+    const cells: number[] = [];
+    set.forEach((flag, cell) => { if (flag === 1) cells.push(cell); });
+    return Int32Array.from(cells);
+  });
+  const columnsByBin = cellsByBin.map((cells) => Int32Array.from(new Set(Array.from(cells, (cell) => cell % PADDED))));
+  const plan = { base, fracCol, fracRow, cellsByBin, columnsByBin };
+  plans.set(model, plan);
+  return plan;
+}
+
+/**
+ * Blurs one 32 x 32 feature map with a separable Gaussian onto the zero-padded grid, computing
+ * only the listed cells (the padding is 0, so only taps inside the image contribute).
+ */
+function blurAtCells(map: Float32Array, offset: number, kernel: Float32Array, cells: Int32Array, columns: Int32Array, rows: Float32Array, out: Float32Array): void {
   const radius = (kernel.length - 1) / 2;
-  const rows = new Float32Array(FEATURE_GRID * PADDED);
   for (let y = 0; y < FEATURE_GRID; y++) {
     const rowStart = offset + y * FEATURE_GRID;
-    for (let px = 0; px < PADDED; px++) {
-      // Only the taps that land inside the 32-cell image contribute (the padding is 0).
+    for (const px of columns) {
       const tLow = Math.max(-radius, PAD - px);
       const tHigh = Math.min(radius, FEATURE_GRID - 1 + PAD - px);
       let s = 0;
@@ -180,24 +227,15 @@ function blurPadded(map: Float32Array, offset: number, kernel: Float32Array, out
       rows[y * PADDED + px] = s;
     }
   }
-  for (let py = 0; py < PADDED; py++) {
+  for (const cell of cells) {
+    const py = Math.floor(cell / PADDED);
+    const px = cell - py * PADDED;
     const tLow = Math.max(-radius, PAD - py);
     const tHigh = Math.min(radius, FEATURE_GRID - 1 + PAD - py);
-    for (let px = 0; px < PADDED; px++) {
-      let s = 0;
-      for (let t = tLow; t <= tHigh; t++) s += kernel[t + radius] * rows[(py - PAD + t) * PADDED + px];
-      out[py * PADDED + px] = s;
-    }
+    let s = 0;
+    for (let t = tLow; t <= tHigh; t++) s += kernel[t + radius] * rows[(py - PAD + t) * PADDED + px];
+    out[cell] = s;
   }
-}
-
-function sampleBilinear(map: Float32Array, offset: number, col: number, row: number): number {
-  const c = Math.min(PADDED - 1.001, Math.max(0, col));
-  const r = Math.min(PADDED - 1.001, Math.max(0, row));
-  const c0 = Math.floor(c), r0 = Math.floor(r);
-  const fc = c - c0, fr = r - r0;
-  const base = offset + r0 * PADDED + c0;
-  return (1 - fr) * ((1 - fc) * map[base] + fc * map[base + 1]) + fr * ((1 - fc) * map[base + PADDED] + fc * map[base + PADDED + 1]);
 }
 
 /** Whole-image descriptor: feature maps averaged over 4 x 4 blocks, log-compressed. */
@@ -218,29 +256,29 @@ export function imageDescriptor(features: Float32Array): Float32Array {
 
 /** Raw (unstandardized) pRF and shared drives of every voxel for one image. */
 export function rawDrives(model: VoxelModel, features: Float32Array, descriptor: Float32Array): { prf: Float32Array; shared: Float32Array } {
-  const blurred = new Float32Array(SIZE_BINS_CELLS.length * FEATURE_COUNT * PADDED * PADDED);
-  const used = new Uint8Array(SIZE_BINS_CELLS.length);
-  for (let v = 0; v < model.count; v++) used[model.sizeBin[v]] = 1;
+  const plan = samplingPlan(model);
+  const mapSize = PADDED * PADDED;
+  const blurred = new Float32Array(SIZE_BINS_CELLS.length * FEATURE_COUNT * mapSize);
+  const rows = new Float32Array(FEATURE_GRID * PADDED);
   for (let b = 0; b < SIZE_BINS_CELLS.length; b++) {
-    if (used[b] === 0) continue;
+    if (plan.cellsByBin[b].length === 0) continue;
     for (let f = 0; f < FEATURE_COUNT; f++) {
-      const out = blurred.subarray((b * FEATURE_COUNT + f) * PADDED * PADDED, (b * FEATURE_COUNT + f + 1) * PADDED * PADDED);
-      blurPadded(features, f * FEATURE_GRID * FEATURE_GRID, KERNELS[b], out);
+      const out = blurred.subarray((b * FEATURE_COUNT + f) * mapSize, (b * FEATURE_COUNT + f + 1) * mapSize);
+      blurAtCells(features, f * FEATURE_GRID * FEATURE_GRID, KERNELS[b], plan.cellsByBin[b], plan.columnsByBin[b], rows, out);
     }
   }
   const z = new Float32Array(DESCRIPTOR_SIZE);
   for (let d = 0; d < DESCRIPTOR_SIZE; d++) z[d] = (descriptor[d] - model.descriptorMean[d]) / model.descriptorSd[d];
   const prf = new Float32Array(model.count);
   const shared = new Float32Array(model.count);
-  const half = STIMULUS_DEG / 2;
   for (let v = 0; v < model.count; v++) {
-    // Visual field (x right, y up, degrees) to padded-grid cell coordinates (col right, row down).
-    const col = (model.prfXDeg[v] + half) / CELL_DEG - 0.5 + PAD;
-    const row = (half - model.prfYDeg[v]) / CELL_DEG - 0.5 + PAD;
+    const fc = plan.fracCol[v], fr = plan.fracRow[v];
     let drive = 0;
     for (let f = 0; f < FEATURE_COUNT; f++) {
-      const offset = (model.sizeBin[v] * FEATURE_COUNT + f) * PADDED * PADDED;
-      drive += model.featureWeights[v * FEATURE_COUNT + f] * sampleBilinear(blurred, offset, col, row);
+      const cell = (model.sizeBin[v] * FEATURE_COUNT + f) * mapSize + plan.base[v];
+      const sample = (1 - fr) * ((1 - fc) * blurred[cell] + fc * blurred[cell + 1])
+        + fr * ((1 - fc) * blurred[cell + PADDED] + fc * blurred[cell + PADDED + 1]);
+      drive += model.featureWeights[v * FEATURE_COUNT + f] * sample;
     }
     prf[v] = Math.pow(Math.max(0, drive), model.exponent[v]);
     let s = 0;
