@@ -204,8 +204,17 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   }
 
   function sendViewerSnapshot(channel: ClientChannel): void {
-    channel.sendJson({ type: 'snapshot', status: statusBody(), state: state.snapshot() }, 'essential');
-    for (const frame of state.snapshotFrames()) channel.send(frameMessage(frame, true), 'essential');
+    channel.sendJson({ type: 'snapshot', clientId: channel.id, status: statusBody(), state: state.snapshot() }, 'essential');
+    // Send the newest trials' images that fit in half the client's buffer limit, so that the
+    // snapshot alone never gets a client closed as too slow.
+    const frames = state.snapshotFrames();
+    let budgetBytes = limits.maxBufferedBytes / 2;
+    let first = frames.length;
+    while (first > 0 && frames[first - 1].image.byteLength + 512 <= budgetBytes) {
+      first -= 1;
+      budgetBytes -= frames[first].image.byteLength + 512;
+    }
+    for (const frame of frames.slice(first)) channel.send(frameMessage(frame, true), 'essential');
     const mosaic = mosaics.latest;
     if (mosaic !== undefined) channel.send(mosaic, 'essential');
   }
@@ -277,9 +286,11 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   const forwardFrame = (event: Frame): void => {
     const isResult = !event.provisional && event.kind !== 'img2img-step';
     const delivery: Delivery = isResult ? 'essential' : 'droppable';
-    const slot = state.images.get(event.trialId);
-    const stored = event.kind === 'low-level' ? slot?.lowLevel : event.kind === 'img2img-step' ? slot?.preview : slot?.final;
-    if (stored !== undefined) broadcast(frameMessage(stored, false), delivery);
+    const header: FrameHeader = {
+      type: 'frame', runId: event.runId, trialId: event.trialId, volIdx: event.volIdx, kind: event.kind, provisional: event.provisional,
+      step: event.step, stepCount: event.stepCount, mime: event.mime, width: event.width, height: event.height, sentAtMs: event.sentAtMs,
+    };
+    broadcast(encodeBinaryMessage(header, event.image), delivery);
     const trial = state.trials.get(event.trialId);
     broadcast({ type: 'trial', trial, current: true }, delivery);
   };

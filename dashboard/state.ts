@@ -287,6 +287,8 @@ export class DashboardState {
     if (event.kind === 'low-level') slot.lowLevel = stored;
     else if (event.kind === 'img2img-step') slot.preview = stored;
     else slot.final = stored;
+    // Re-inserting moves the trial to the end, so eviction drops the trials updated longest ago.
+    this.images.delete(event.trialId);
     this.images.set(event.trialId, slot);
     this.evictOldImages();
 
@@ -331,9 +333,10 @@ export class DashboardState {
   }
 
   private evictOldImages(): void {
-    if (this.images.size <= GALLERY_SIZE) return;
-    const ids = [...this.images.keys()].sort((a, b) => a - b);
-    for (const id of ids.slice(0, ids.length - GALLERY_SIZE)) this.images.delete(id);
+    for (const id of this.images.keys()) {
+      if (this.images.size <= GALLERY_SIZE) break;
+      this.images.delete(id);
+    }
   }
 
   private trial(trialId: number, spec: Partial<TrialSpec>): TrialView {
@@ -456,16 +459,19 @@ export class DashboardState {
     };
   }
 
-  /** Images a connecting client needs: every kept trial's newest frames, oldest trial first. */
+  /** Images a connecting client needs: every kept trial's newest frames, least recently updated trial first. */
   snapshotFrames(): StoredFrame[] {
     const out: StoredFrame[] = [];
-    const ids = [...this.images.keys()].sort((a, b) => a - b);
-    for (const id of ids) {
-      const slot = this.images.get(id);
-      if (slot === undefined) continue;
+    for (const slot of this.images.values()) {
       for (const frame of [slot.lowLevel, slot.preview, slot.final]) if (frame !== undefined) out.push(frame);
     }
     return out;
+  }
+
+  /** The stored copy of a frame event, for sending (undefined when it was evicted at once). */
+  storedFrame(event: Frame): StoredFrame | undefined {
+    const slot = this.images.get(event.trialId);
+    return event.kind === 'low-level' ? slot?.lowLevel : event.kind === 'img2img-step' ? slot?.preview : slot?.final;
   }
 }
 

@@ -15,10 +15,13 @@ export class RecordingClient {
   closeReason?: string;
   private waiters: (() => void)[] = [];
 
-  private constructor(readonly socket: WebSocket) {
+  private constructor(readonly socket: WebSocket, keepImages: boolean) {
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       const atMs = nowMs();
-      if (isBinary) this.messages.push({ atMs, binary: decodeBinaryMessage(new Uint8Array(data)) });
+      if (isBinary) {
+        const binary = decodeBinaryMessage(new Uint8Array(data));
+        this.messages.push({ atMs, binary: keepImages ? binary : { header: binary.header, image: new Uint8Array(0) } });
+      }
       else this.messages.push({ atMs, json: JSON.parse(data.toString('utf8')) });
       this.notify();
     });
@@ -29,9 +32,10 @@ export class RecordingClient {
     });
   }
 
-  static async connect(url: string, headers: Record<string, string> = {}): Promise<RecordingClient> {
+  /** `keepImages` false stores binary headers only, so that recording does not inflate the process memory. */
+  static async connect(url: string, headers: Record<string, string> = {}, keepImages = true): Promise<RecordingClient> {
     const socket = new WebSocket(url, { headers });
-    const client = new RecordingClient(socket);
+    const client = new RecordingClient(socket, keepImages);
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
       socket.once('error', reject);
