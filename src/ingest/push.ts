@@ -21,7 +21,8 @@
  * subscriber returned from next()), so a sender that keeps at most W volumes unacknowledged
  * holds server memory to W volumes. `ready` is false while the queue is full. A sender that
  * ignores the acknowledgements is throttled by TCP: at `maxQueue` queued volumes the server stops
- * reading the socket until the pipeline catches up.
+ * reading the socket until the pipeline catches up. Volumes already read in the same socket chunk
+ * are still queued, so the queue can exceed `maxQueue` by one for volumes over 64 KiB.
  *
  * Authentication: the session token in `Authorization: Bearer T` or the query `?token=T`.
  * Without it, or with a wrong one, the upgrade is refused with HTTP 401 and a JSON body saying
@@ -206,7 +207,7 @@ export interface PushStats {
   delivered: number;
   rejected: number;
   queued: number;
-  /** Largest queue length seen: stays <= maxQueue. */
+  /** Largest queue length seen (maxQueue, or one more when a socket chunk held two volumes). */
   maxQueued: number;
   /** Times the socket was paused because the queue was full. */
   pauses: number;
