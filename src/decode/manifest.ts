@@ -29,7 +29,8 @@
  *   noise-schedule buffers, see src/decode/prior.ts), `predict` ("x_start") and
  *   `nullConditioning` ("brain+image": the unconditioned pass swaps in both null embeddings).
  * - lowLevel: `latentShape` ([C, H, W]).
- * - vaeDecoder: `scale` (latents are divided by it before decoding), `imageSize` ([H, W]).
+ * - vaeDecoder: `scale` (latents are divided by it before decoding), `imageSize` ([H, W]),
+ *   `outputRange` ([-1, 1] or [0, 1]: the pixel range of the decoded image; default [-1, 1]).
  * - unet: `scheduler`, `steps`, `strength`, `guidance`, `trainTimesteps`, `betaSchedule`,
  *   `betaStart`, `betaEnd`, `condDim`.
  * - imageEncoder: `inputSize`, `dim`, `space`, `normalize` ("clip" (default), "unit" or
