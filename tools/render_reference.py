@@ -103,8 +103,8 @@ def main():
         'guidance': head.get('guidance', 3.5),
     }
     cond_dim = head['condDim']
-    if 'nullEmbedding' in head:
-        null = np.fromfile(os.path.join(args.model, head['nullEmbedding']), dtype='<f4')
+    if head.get('nullCondition', 'zeros') != 'zeros':
+        null = np.fromfile(os.path.join(args.model, head['nullCondition']), dtype='<f4')
     else:
         null = np.zeros(cond_dim, dtype=np.float32)
 

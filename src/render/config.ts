@@ -11,10 +11,12 @@
  *   reconstruction guidance), trainTimesteps (1000), betaSchedule, betaStart and betaEnd
  *   (required: they must be the ones the UNet was trained with), condDim (required),
  *   timestepSpacing "leading" (default) or "trailing", stepsOffset (0), setAlphaToOne (true),
- *   predictionType "epsilon" (the only one supported), nullEmbedding (a float32 file of condDim
- *   values; zeros when absent). The UNet's condition is the Decoded event's prior embedding
- *   when `unet.input` is "prior", its retrieval embedding when "retrieval", and otherwise the
- *   prior embedding when present, else the retrieval embedding.
+ *   prediction "epsilon" (the only one supported), nullCondition "zeros" (default) or a float32
+ *   file of condDim values, conditionInput "prior" or "retrieval" (the Decoded embedding that
+ *   conditions the UNet; when absent, `input` is used if it names one of them, else the prior
+ *   embedding when the event has one, else the retrieval embedding). Tensor names: inputName
+ *   (noisy latents), timestepName, conditionName, outputName; see src/render/networks.ts for
+ *   how inputs are found when they are absent.
  */
 import { join } from 'node:path';
 import { MindeyeError } from '../errors.ts';
@@ -36,6 +38,8 @@ export interface VaeSettings {
 export interface UnetSettings {
   file: string;
   inputName?: string;
+  timestepName?: string;
+  conditionName?: string;
   outputName?: string;
   ddim: DdimConfig;
   guidance: number;
@@ -103,6 +107,10 @@ class FieldReader {
   }
 }
 
+function optionalName(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
 function requireHead(loaded: LoadedManifest, name: string): HeadSpec {
   const head = loaded.manifest.heads[name];
   if (head === undefined) {
@@ -135,7 +143,7 @@ export function readRenderSettings(loaded: LoadedManifest): RenderSettings {
   if (unetHead === undefined) return { latentShape, vae };
   const u = new FieldReader(path, 'unet', unetHead);
   u.choice('scheduler', 'ddim', ['ddim']);
-  u.choice('predictionType', 'epsilon', ['epsilon']);
+  u.choice('prediction', 'epsilon', ['epsilon']);
   const betaSchedule = u.choice<BetaSchedule>('betaSchedule', undefined, BETA_SCHEDULES);
   const needsRange = betaSchedule !== 'squaredcos_cap_v2';
   const steps = u.number('steps', 20, (x) => Number.isInteger(x) && x >= 1, 'a positive integer');
@@ -153,28 +161,30 @@ export function readRenderSettings(loaded: LoadedManifest): RenderSettings {
   };
   const condDim = u.number('condDim', undefined, (x) => Number.isInteger(x) && x > 0, 'a positive integer (the condition width)');
   let nullCondition: Float32Array = new Float32Array(condDim);
-  const nullFile = unetHead.nullEmbedding;
-  if (nullFile !== undefined) {
-    if (typeof nullFile !== 'string') {
-      throw new MindeyeError('MODEL_MANIFEST_INVALID', 'Invalid render setting in the model manifest.', {
-        file: path, field: 'heads.unet.nullEmbedding', value: String(nullFile), expected: 'a float32 file name', fix: 'name a file in the model directory',
-      });
-    }
-    nullCondition = readF32(join(loaded.dir, nullFile), condDim, 'heads.unet.nullEmbedding');
+  const nullFile = unetHead.nullCondition ?? 'zeros';
+  if (typeof nullFile !== 'string') {
+    throw new MindeyeError('MODEL_MANIFEST_INVALID', 'Invalid render setting in the model manifest.', {
+      file: path, field: 'heads.unet.nullCondition', value: String(nullFile), expected: '"zeros" or a float32 file name',
+      fix: 'name a file in the model directory that holds condDim float32 values',
+    });
   }
+  if (nullFile !== 'zeros') nullCondition = readF32(join(loaded.dir, nullFile), condDim, 'heads.unet.nullCondition');
   const input = unetHead.input;
+  const conditionSource = u.choice<ConditionSource>('conditionInput', input === 'prior' || input === 'retrieval' ? input : 'auto', ['prior', 'retrieval']);
   return {
     latentShape,
     vae,
     unet: {
       file: join(loaded.dir, unetHead.file),
       inputName: unetHead.inputName,
+      timestepName: optionalName(unetHead.timestepName),
+      conditionName: optionalName(unetHead.conditionName),
       outputName: unetHead.outputName,
       ddim,
       guidance: u.number('guidance', 3.5, (x) => x >= 0, 'a number >= 0'),
       condDim,
       nullCondition,
-      conditionSource: input === 'prior' || input === 'retrieval' ? input : 'auto',
+      conditionSource,
     },
   };
 }

@@ -4,8 +4,9 @@
  * VAE decoder: one input, latents float32 [1, C, H, W] (already divided by `scale`); first
  * output (or `outputName`) the image float32 [1, 1 or 3, imageH, imageW] in `outputRange`.
  *
- * UNet: three inputs, found by name (`sample`, `timestep`, `condition`, also `encoder_hidden_states`
- * for the condition) and otherwise by rank (4 = sample, 0 or 1 = timestep, 2 or 3 = condition):
+ * UNet: three inputs, named by the manifest (`inputName`, `timestepName`, `conditionName`), else
+ * found by usual names (`sample`, `noisy_latents`, `timestep`, `condition`, `encoder_hidden_states`)
+ * and otherwise by rank (4 = sample, 0 or 1 = timestep, 2 or 3 = condition):
  * noisy latents float32 [B, C, H, W], timestep [B] (float32, float64, int32 or int64, as the
  * graph declares), condition float32 [B, D] or [B, 1, D]; output epsilon float32 [B, C, H, W].
  * Classifier-free guidance runs the null and the real condition as one batch of 2 unless the
@@ -102,20 +103,22 @@ export class Unet {
   static async load(settings: UnetSettings, latentShape: [number, number, number], device: Device): Promise<Unet> {
     const session = await createSession(settings.file, { device });
     const file = settings.file;
-    const byName = (...candidates: string[]) => candidates.find((n) => session.inputNames.includes(n));
+    const byName = (...candidates: (string | undefined)[]) => candidates.find((n) => n !== undefined && session.inputNames.includes(n));
     const byRank = (...ranks: number[]) => session.inputMetadata.find((m) => m.isTensor && ranks.includes(m.shape.length))?.name;
-    const names = {
-      sample: byName('sample', 'latents', 'x') ?? byRank(4),
-      timestep: byName('timestep', 'timesteps', 't') ?? byRank(0, 1),
-      condition: byName('condition', 'encoder_hidden_states', 'cond') ?? byRank(2, 3),
-    };
-    if (session.inputNames.length !== 3 || names.sample === undefined || names.timestep === undefined || names.condition === undefined) {
-      throw new MindeyeError('MODEL_MANIFEST_INVALID', 'The UNet graph does not have the expected inputs.', {
-        file, field: 'heads.unet', value: session.inputNames.join(', '),
-        expected: 'three inputs: sample [B, C, H, W], timestep [B], condition [B, D]',
-        fix: 'export the UNet with inputs named sample, timestep and condition',
-      });
+    const configured = { sample: settings.inputName, timestep: settings.timestepName, condition: settings.conditionName };
+    for (const [role, name] of Object.entries(configured)) {
+      if (name !== undefined && !session.inputNames.includes(name)) {
+        const field = role === 'sample' ? 'inputName' : `${role}Name`;
+        throw new MindeyeError('MODEL_MANIFEST_INVALID', 'The UNet graph has no input of the configured name.', {
+          file, field: `heads.unet.${field}`, value: name, expected: `one of ${session.inputNames.join(', ')}`, fix: 'fix the name in manifest.json',
+        });
+      }
     }
+    const names = {
+      sample: byName(configured.sample, 'sample', 'noisy_latents', 'latents', 'x') ?? byRank(4),
+      timestep: byName(configured.timestep, 'timestep', 'timesteps', 't') ?? byRank(0, 1),
+      condition: byName(configured.condition, 'condition', 'encoder_hidden_states', 'cond') ?? byRank(2, 3),
+    };
     const resolved = names as { sample: string; timestep: string; condition: string };
     const timestepMeta = tensorMeta(session, resolved.timestep);
     const timestepType = (timestepMeta?.type ?? 'float32') as string;

@@ -119,7 +119,7 @@ def main():
         if args.null_embedding:
             null = (np.arange(args.cond_dim, dtype=np.float32) - args.cond_dim / 2) / args.cond_dim
             null.astype('<f4').tofile(os.path.join(args.out, 'null_embedding.f32'))
-            heads['unet']['nullEmbedding'] = 'null_embedding.f32'
+            heads['unet']['nullCondition'] = 'null_embedding.f32'
         heads['unet'].update(json.loads(args.unet_fields))
 
     manifest = {'format': 'mindeye-rt-model', 'version': 1, 'name': 'tiny-render-test',

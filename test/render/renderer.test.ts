@@ -255,26 +255,18 @@ test('estimates after the final one are ignored with a warning', { skip }, async
   assert.deepEqual(rec.warnings.map((w) => w.kind), ['duplicate', 'late']);
 });
 
-test('retrieval embedding conditions the UNet when named', { skip }, async () => {
+test('conditionInput picks the embedding that conditions the UNet', { skip }, async () => {
   const images: Uint8Array[] = [];
-  for (const input of ['retrieval', 'prior']) {
-    const model = tinyModel('--unet-fields', JSON.stringify({ input: 'lowLevel' }));
-    const dir = mkdtempSync(join(tmpdir(), 'mindeye-render-cond-'));
-    cpSync(model.dir, dir, { recursive: true });
-    // loadManifest requires heads named as inputs to exist, so add stand-in heads.
-    const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
-    manifest.heads.prior = { file: 'low_level.onnx', input: 'voxels' };
-    manifest.heads.retrieval = { file: 'low_level.onnx', input: 'voxels' };
-    manifest.heads.unet.input = input;
-    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
-    const renderer = await createRenderer({ model: loadManifest(dir), format: 'png' });
+  for (const conditionInput of ['retrieval', 'prior', undefined]) {
+    const fields = conditionInput === undefined ? {} : { conditionInput };
+    const renderer = await createRenderer({ model: tinyModel('--unet-fields', JSON.stringify(fields)), format: 'png' });
     const rec = new Recorder(renderer);
-    const prior = new Float32Array(16).fill(0.5);
-    rec.submit(decoded(1, true, { priorEmbedding: prior, retrievalEmbedding: new Float32Array(16).fill(-0.5) }));
+    rec.submit(decoded(1, true, { priorEmbedding: new Float32Array(16).fill(0.5), retrievalEmbedding: new Float32Array(16).fill(-0.5) }));
     await renderer.drain();
     images.push((rec.frames.at(-1) as Frame).image);
   }
   assert.notDeepEqual(images[0], images[1]);
+  assert.deepEqual(images[2], images[1], 'without conditionInput the prior embedding is used');
 });
 
 test('submit after drain throws', { skip }, async () => {
@@ -344,16 +336,18 @@ const MANIFEST_ERRORS: { name: string; edit: Parameters<typeof editedModel>[0]; 
   { name: 'missing vaeDecoder head', edit: (m) => { delete m.heads.vaeDecoder; delete m.heads.unet; }, code: 'MODEL_MANIFEST_INVALID', pattern: /field: heads\.vaeDecoder\n.*value: "\(missing\)"/ },
   { name: 'bad outputRange', edit: (m) => { m.heads.vaeDecoder.outputRange = [0, 255]; }, code: 'MODEL_MANIFEST_INVALID', pattern: /heads\.vaeDecoder\.outputRange\n.*value: \[0, 255\]\n.*expected: \[-1, 1\] or \[0, 1\]/ },
   { name: 'missing betaSchedule', edit: (m) => { delete m.heads.unet.betaSchedule; }, code: 'MODEL_MANIFEST_INVALID', pattern: /heads\.unet\.betaSchedule/ },
-  { name: 'v-prediction UNet', edit: (m) => { m.heads.unet.predictionType = 'v_prediction'; }, code: 'MODEL_MANIFEST_INVALID', pattern: /predictionType\n.*"v_prediction"\n.*"epsilon"/ },
+  { name: 'v-prediction UNet', edit: (m) => { m.heads.unet.prediction = 'v_prediction'; }, code: 'MODEL_MANIFEST_INVALID', pattern: /prediction\n.*"v_prediction"\n.*"epsilon"/ },
   { name: 'strength above 1', edit: (m) => { m.heads.unet.strength = 1.5; }, code: 'MODEL_MANIFEST_INVALID', pattern: /heads\.unet\.strength\n.*1\.5\n.*\[0, 1\]/ },
   { name: 'latentShape of two numbers', edit: (m) => { m.heads.lowLevel.latentShape = [4, 8]; }, code: 'MODEL_MANIFEST_INVALID', pattern: /heads\.lowLevel\.latentShape/ },
   { name: 'latentShape unlike the decoder', edit: (m) => { m.heads.lowLevel.latentShape = [4, 8, 9]; }, code: 'MODEL_SHAPE_MISMATCH', pattern: /vaeDecoder network failed on a test input: .*dimensions[^]*value: \[4, 8, 9\]/ },
   { name: 'imageSize unlike the decoder output', edit: (m) => { m.heads.vaeDecoder.imageSize = [32, 32]; }, code: 'MODEL_SHAPE_MISMATCH', pattern: /value: "float32 \[1, 3, 16, 16\]"\n.*expected: float32 \[1, 3 or 1, 32, 32\]/ },
   {
     name: 'null embedding of the wrong length',
-    edit: (m, dir) => { writeFileSync(join(dir, 'null.f32'), new Float32Array(3)); m.heads.unet.nullEmbedding = 'null.f32'; },
+    edit: (m, dir) => { writeFileSync(join(dir, 'null.f32'), new Float32Array(3)); m.heads.unet.nullCondition = 'null.f32'; },
     code: 'MODEL_SHAPE_MISMATCH', pattern: /value: "12 bytes"\n.*expected: 64 bytes \(16 float32\)/,
   },
+  { name: 'UNet input name not in the graph', edit: (m) => { m.heads.unet.timestepName = 'time'; }, code: 'MODEL_MANIFEST_INVALID', pattern: /heads\.unet\.timestepName\n.*"time"\n.*sample, timestep, condition/ },
+  { name: 'unknown conditionInput', edit: (m) => { m.heads.unet.conditionInput = 'backbone'; }, code: 'MODEL_MANIFEST_INVALID', pattern: /conditionInput\n.*"backbone"\n.*"prior", "retrieval"/ },
   { name: 'UNet file that is not ONNX', edit: (_m, dir) => { writeFileSync(join(dir, 'unet.onnx'), 'not a model'); }, code: 'MODEL_MANIFEST_INVALID', pattern: /unet\.onnx/ },
 ];
 
