@@ -90,6 +90,7 @@ export async function benchIngest(repeats = 5): Promise<Record<string, unknown>>
       dcm2niixPerVolumeMs: theirs,
       dcm2niixVersion: /v[\d.]+/.exec(version.stdout)?.[0] ?? version.stdout.trim(),
       ratioDcm2niixWallToOurDecodeAndWrite: round(theirs.wallMs / ours.decodeAndWriteMs),
+      ratioDcm2niixReportedToOurDecode: theirs.reportedMs === undefined ? undefined : round(theirs.reportedMs / ours.decodeMs),
       ratioDcm2niixReportedToOurDecodeAndWrite: theirs.reportedMs === undefined ? undefined : round(theirs.reportedMs / ours.decodeAndWriteMs),
     };
   } finally {

@@ -3,28 +3,14 @@ import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { run } from '../../src/cli/convert.ts';
 import { readNifti } from '../../src/io/nifti.ts';
 import {
   affineError, assertVolumeEquals, dicomFiles, fixture, hasDcm2niix, hasPythonModule, REFERENCE_SERIES, referenceOf,
-  runDcm2niix, scratchDir,
+  runCli, runDcm2niix, scratchDir,
 } from './helpers.ts';
 
-/** Runs `convert` in-process with stdout and stderr captured. */
-async function convert(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const writeOut = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => { out.push(String(chunk)); return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => { err.push(String(chunk)); return true; }) as typeof process.stderr.write;
-  try {
-    const status = await run(args);
-    return { status, stdout: out.join(''), stderr: err.join('') };
-  } finally {
-    process.stdout.write = writeOut;
-    process.stderr.write = writeErr;
-  }
+function convert(args: string[]): ReturnType<typeof runCli> {
+  return runCli(['convert', ...args]);
 }
 
 /** Copies the fixture files of a series (without README, licence or reference) into a fresh folder. */
@@ -108,12 +94,19 @@ describe('convert against Debian dcm2niix', () => {
   });
 });
 
+/** Asserts that `convert ARGS` exits with status 1 and an error on stderr matching `pattern`. */
+async function assertFails(args: string[], pattern: RegExp): Promise<void> {
+  const result = await convert(args);
+  assert.equal(result.status, 1, `status ${result.status}, stdout ${result.stdout}`);
+  assert.match(result.stderr, pattern);
+}
+
 describe('convert input checks', () => {
   it('rejects a folder with two series', async () => {
     const input = stage('rtcloud-sample');
     copyFileSync(fixture('pyneal/Siemens_env/funcData/001_000013_000001.dcm'), join(input, 'other.dcm'));
     copyFileSync(fixture('siemens-mosaic/ep2d_Asc_2/IM-0001-0001.dcm'), join(input, 'IM-0001-0001.dcm'));
-    await assert.rejects(convert([input, '--out', join(input, 'x.nii')]), /more than one series[\s\S]*--series N with N one of 2, 13/);
+    await assertFails([input, '--out', join(input, 'x.nii')], /more than one series[\s\S]*--series N with N one of 2, 13/);
   });
 
   it('converts the series chosen with --series', async () => {
@@ -138,16 +131,16 @@ describe('convert input checks', () => {
 
   it('rejects a wrong --format with the detected one', async () => {
     const input = stage('siemens-xa-enhanced/6_REST1_w_SMS_PF7-8');
-    await assert.rejects(convert([input, '--out', join(input, 'x.nii'), '--format', 'siemens']), /No readable volume[\s\S]*requested format/);
+    await assertFails([input, '--out', join(input, 'x.nii'), '--format', 'siemens'], /No readable volume[\s\S]*requested format/);
   });
 
   it('rejects a missing --out', async () => {
-    await assert.rejects(convert([fixture('rtcloud-sample')]), /needs one input folder and --out/);
+    await assertFails([fixture('rtcloud-sample')], /needs one input folder and --out/);
   });
 
   it('reports an empty folder', async () => {
     const input = scratchDir('empty');
     mkdirSync(join(input, 'sub'));
-    await assert.rejects(convert([input, '--out', join(input, 'x.nii')]), /No readable volume was found/);
+    await assertFails([input, '--out', join(input, 'x.nii')], /No readable volume was found/);
   });
 });
