@@ -76,7 +76,8 @@ const LOGGED_INVALID_PER_CLIENT = 5;
 
 export interface FeedbackHubOptions {
   onInput(input: FeedbackInput): void;
-  simulated: boolean;
+  /** Read on each use: a session learns it from run-info. */
+  isSimulated(): boolean;
   limits?: ChannelLimits;
 }
 
@@ -124,17 +125,17 @@ export class FeedbackHub {
       version: 1,
       clientId: channel.id,
       canSend,
-      simulated: this.options.simulated,
+      simulated: this.options.isSimulated(),
       subscription: client.subscription,
     }, 'essential');
-    if (this.runInfo !== undefined) client.send(runInfoMessage(this.runInfo, this.options.simulated), 'essential');
+    if (this.runInfo !== undefined) client.send(runInfoMessage(this.runInfo, this.options.isSimulated()), 'essential');
   }
 
   publish(event: PipelineEvent): void {
     switch (event.type) {
       case 'run-info':
         this.runInfo = event;
-        for (const client of this.clients) client.send(runInfoMessage(event, this.options.simulated), 'essential');
+        for (const client of this.clients) client.send(runInfoMessage(event, this.options.isSimulated()), 'essential');
         break;
       case 'decoded':
         for (const client of this.clients) this.sendDecoded(client, event);

@@ -97,7 +97,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   const limits = opts.clientLimits ?? DEFAULT_LIMITS;
   const state = new DashboardState();
   const viewers = new Set<ClientChannel>();
-  const feedback = new FeedbackHub({ onInput: (input) => session.onFeedbackInput(input), simulated: session.simulated, limits });
+  const feedback = new FeedbackHub({ onInput: (input) => session.onFeedbackInput(input), isSimulated: () => session.simulated || state.run?.simulated === true, limits });
   const mosaics = new MosaicScheduler(session.mask, opts.mosaicIntervalMs ?? 200, (message) => broadcast(message, 'droppable'));
 
   const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
@@ -195,7 +195,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
 
   function statusBody(): { state: SessionState; speed: string; simulated: boolean; runId?: string; fdThresholdMm: number } {
     const status = session.control.status();
-    return { state: status.state, speed: status.speed, simulated: session.simulated, runId: state.run?.runId, fdThresholdMm: opts.fdThresholdMm ?? 0.5 };
+    return { state: status.state, speed: status.speed, simulated: session.simulated || state.run?.simulated === true, runId: state.run?.runId, fdThresholdMm: opts.fdThresholdMm ?? 0.5 };
   }
 
   function broadcast(message: object | Buffer, delivery: Delivery): void {

@@ -330,10 +330,13 @@ function renderRetrievals() {
     const name = document.createElement('div');
     name.className = 'id';
     name.textContent = `${n + 1}. ${hit.id}`;
+    // Bars compare the candidates with each other: the best fills the cell, the worst gets 10%.
     const bar = document.createElement('div');
     bar.className = 'bar';
-    const top = Math.max(...decoded.topK.map((h) => Math.abs(h.score)), 1e-9);
-    bar.style.width = `${Math.max(2, (100 * Math.abs(hit.score)) / top)}%`;
+    const scores = decoded.topK.map((h) => h.score);
+    const low = Math.min(...scores);
+    const span = Math.max(...scores) - low;
+    bar.style.width = `${span > 0 ? 10 + (90 * (hit.score - low)) / span : 100}%`;
     middle.append(name, bar);
     const score = document.createElement('span');
     score.className = 'score';
@@ -419,17 +422,18 @@ function renderTimeline() {
   ctx.fillStyle = '#ef5b5b';
   ctx.fillRect(sx(nowSec), 12, 2, laneTop + laneHeight - 4);
 
-  // Frames per trial as small bars below the lanes.
-  const maxFrames = Math.max(1, ...trials.map((t) => t.frameCount));
+  // Frames per trial as bars below the time axis.
+  const maxFrames = Math.max(0, ...trials.map((t) => t.frameCount));
+  const barTop = laneTop + laneHeight + 26;
   const barBase = height - 4;
+  ctx.fillStyle = '#9aa3ad';
+  ctx.fillText(maxFrames === 0 ? 'no frames yet (a model without image heads makes none)' : `frames per trial (max ${maxFrames})`, left, barTop);
   for (const trial of trials) {
     if (trial.frameCount === 0) continue;
-    const h = (trial.frameCount / maxFrames) * 36;
+    const h = (trial.frameCount / maxFrames) * (barBase - barTop - 14);
     ctx.fillStyle = '#5cb3ff';
     ctx.fillRect(sx(trial.onsetSec), barBase - h, Math.max(2, sx(trial.onsetSec + trial.durationSec) - sx(trial.onsetSec)), h);
   }
-  ctx.fillStyle = '#9aa3ad';
-  ctx.fillText(`frames per trial (max ${maxFrames})`, left, barBase - 48);
 
   const counts = { pending: 0, estimating: 0, estimated: 0, decoded: 0, rendered: 0 };
   for (const trial of view.trials.values()) counts[trialPhase(trial)] += 1;
@@ -471,7 +475,7 @@ function renderLatency() {
     color: STAGE_COLORS[stages.indexOf(stage) % STAGE_COLORS.length] ?? STAGE_COLORS[n % STAGE_COLORS.length],
     points: samples.slice(-200).map(([, ms], i, all) => [i - all.length + 1, ms]),
   }));
-  drawLineChart(document.getElementById('chart-latency'), { yLabel: 'ms (newest 200 per stage)', yMin: 0, series });
+  drawLineChart(document.getElementById('chart-latency'), { yLabel: 'ms, newest 200', yMin: 0, series });
   const rows = stages.map((stage) => {
     const s = view.latency[stage];
     const tr = document.createElement('tr');

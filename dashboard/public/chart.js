@@ -48,6 +48,9 @@ function formatTick(v) {
  */
 export function drawLineChart(canvas, spec) {
   const { ctx, width, height } = prepareCanvas(canvas);
+  ctx.font = '10px system-ui, sans-serif';
+  const legend = layoutLegend(ctx, spec, width);
+  const pad = { ...PAD, top: PAD.top + (legend.rows - 1) * 12 };
   const series = spec.series.filter((s) => s.points.length > 0);
   let xMin = spec.xMin ?? Infinity;
   let xMax = spec.xMax ?? -Infinity;
@@ -72,12 +75,11 @@ export function drawLineChart(canvas, spec) {
   if (xMax === xMin) xMax = xMin + 1;
   if (yMax === yMin) { yMax += 0.5; yMin -= 0.5; }
 
-  const plotW = width - PAD.left - PAD.right;
-  const plotH = height - PAD.top - PAD.bottom;
-  const sx = (x) => PAD.left + ((x - xMin) / (xMax - xMin)) * plotW;
-  const sy = (y) => PAD.top + (1 - (y - yMin) / (yMax - yMin)) * plotH;
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  const sx = (x) => pad.left + ((x - xMin) / (xMax - xMin)) * plotW;
+  const sy = (y) => pad.top + (1 - (y - yMin) / (yMax - yMin)) * plotH;
 
-  ctx.font = '10px system-ui, sans-serif';
   ctx.lineWidth = 1;
   ctx.fillStyle = TEXT_COLOR;
   ctx.textAlign = 'right';
@@ -85,27 +87,27 @@ export function drawLineChart(canvas, spec) {
   for (const t of niceTicks(yMin, yMax)) {
     ctx.strokeStyle = GRID_COLOR;
     ctx.beginPath();
-    ctx.moveTo(PAD.left, sy(t));
-    ctx.lineTo(width - PAD.right, sy(t));
+    ctx.moveTo(pad.left, sy(t));
+    ctx.lineTo(width - pad.right, sy(t));
     ctx.stroke();
-    ctx.fillText(formatTick(t), PAD.left - 4, sy(t));
+    ctx.fillText(formatTick(t), pad.left - 4, sy(t));
   }
   ctx.textAlign = 'center';
   ctx.textBaseline = 'top';
-  for (const t of niceTicks(xMin, xMax, 6)) ctx.fillText(formatTick(t), sx(t), height - PAD.bottom + 4);
+  for (const t of niceTicks(xMin, xMax, 6)) ctx.fillText(formatTick(t), sx(t), height - pad.bottom + 4);
   ctx.strokeStyle = AXIS_COLOR;
-  ctx.strokeRect(PAD.left, PAD.top, plotW, plotH);
+  ctx.strokeRect(pad.left, pad.top, plotW, plotH);
 
   ctx.save();
   ctx.beginPath();
-  ctx.rect(PAD.left, PAD.top, plotW, plotH);
+  ctx.rect(pad.left, pad.top, plotW, plotH);
   ctx.clip();
   for (const line of spec.hLines ?? []) {
     ctx.strokeStyle = line.color;
     ctx.setLineDash([4, 3]);
     ctx.beginPath();
-    ctx.moveTo(PAD.left, sy(line.y));
-    ctx.lineTo(width - PAD.right, sy(line.y));
+    ctx.moveTo(pad.left, sy(line.y));
+    ctx.lineTo(width - pad.right, sy(line.y));
     ctx.stroke();
     ctx.setLineDash([]);
   }
@@ -123,20 +125,37 @@ export function drawLineChart(canvas, spec) {
   }
   ctx.restore();
 
-  // Legend along the top edge.
+  // Legend along the top edge, wrapped to more rows when it does not fit.
   ctx.textAlign = 'left';
   ctx.textBaseline = 'top';
-  let lx = PAD.left + 4;
-  const legend = [...spec.series.map((s) => ({ label: s.label, color: s.color })), ...(spec.hLines ?? [])];
-  for (const item of legend) {
+  for (const item of legend.items) {
     ctx.fillStyle = item.color;
-    ctx.fillRect(lx, 2, 8, 8);
+    ctx.fillRect(item.x, item.y + 1, 8, 8);
     ctx.fillStyle = TEXT_COLOR;
-    ctx.fillText(item.label, lx + 11, 1);
-    lx += ctx.measureText(item.label).width + 22;
+    ctx.fillText(item.label, item.x + 11, item.y);
   }
   if (spec.yLabel) {
     ctx.textAlign = 'right';
-    ctx.fillText(spec.yLabel, width - PAD.right - 2, 1);
+    ctx.fillText(spec.yLabel, width - pad.right - 2, legend.yLabelY);
   }
+}
+
+/** Places legend entries left to right, wrapping rows so that they do not reach the y label. */
+function layoutLegend(ctx, spec, width) {
+  const entries = [...spec.series.map((s) => ({ label: s.label, color: s.color })), ...(spec.hLines ?? [])];
+  const labelWidth = spec.yLabel ? ctx.measureText(spec.yLabel).width + 12 : 0;
+  const items = [];
+  let x = PAD.left + 4;
+  let row = 0;
+  for (const entry of entries) {
+    const w = ctx.measureText(entry.label).width + 22;
+    const limit = row === 0 ? width - PAD.right - labelWidth : width - PAD.right;
+    if (x + w > limit && x > PAD.left + 4) {
+      row += 1;
+      x = PAD.left + 4;
+    }
+    items.push({ ...entry, x, y: 1 + row * 12 });
+    x += w;
+  }
+  return { items, rows: row + 1, yLabelY: 1 };
 }
