@@ -171,6 +171,13 @@ export interface PipelineWarning {
   code?: string;
 }
 
+/** A trial announced during the run (a stimulus onset sent by the stimulus program). */
+export interface TrialAdded {
+  type: 'trial-added';
+  runId: string;
+  trial: TrialSpec;
+}
+
 export interface RunEnd {
   type: 'run-end';
   runId: string;
@@ -189,6 +196,7 @@ export type PipelineEvent =
   | StageTiming
   | Gap
   | PipelineWarning
+  | TrialAdded
   | RunEnd;
 
 /** Monotonic clock in milliseconds; the one clock every event's `...Ms` field uses. */

@@ -17,7 +17,8 @@ import { runSession, type SessionConfig, type SessionResult } from '../session/r
 import type { ProcessingOptions } from '../session/options.ts';
 import { SessionRecorder } from '../session/record.ts';
 import type { ReportCollector, RunReport } from '../session/report.ts';
-import type { Decoded, PipelineEvent, RunInfo, Volume } from '../events.ts';
+import type { Decoded, PipelineEvent, RunInfo, TrialSpec, Volume } from '../events.ts';
+import type { FeedbackInput } from '../../dashboard/feedback.ts';
 import type { LoadedModel } from '../decode/model.ts';
 import { MotionCorrector, assertSameGrid, motionCorrectorFromNifti } from '../preprocess/motion.ts';
 import { loadMask } from '../preprocess/mask.ts';
@@ -151,6 +152,30 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
   let model: LoadedModel | undefined;
   let simulated = false;
   let lastResult: SessionResult | undefined;
+  // Live timing from the stimulus program: the first trigger pulse marks volume 0's acquisition.
+  const trials$ = new Subject<TrialSpec>();
+  let firstTriggerMs: number | undefined;
+  let firstVolumeMs: number | undefined;
+  let trialCount = 0;
+  const onFeedbackInput = (msg: FeedbackInput) => {
+    if (msg.type === 'trigger') {
+      if (firstTriggerMs === undefined || msg.pulseIndex === 0) firstTriggerMs = msg.receivedAtMs;
+      return;
+    }
+    const zeroMs = firstTriggerMs ?? firstVolumeMs;
+    let onsetSec = msg.onsetSec;
+    if (onsetSec === undefined) {
+      if (zeroMs === undefined) {
+        logger.warn({ stimulusId: msg.stimulusId }, 'stimulus onset before any trigger or volume: its time is unknown, trial ignored');
+        return;
+      }
+      onsetSec = (msg.receivedAtMs - zeroMs) / 1000;
+    }
+    const trial: TrialSpec = { trialId: msg.trialId ?? trialCount, onsetSec, durationSec: msg.durationSec ?? 0, stimulusId: msg.stimulusId };
+    trialCount = Math.max(trialCount, trial.trialId + 1);
+    logger.info({ trialId: trial.trialId, onsetSec, stimulusId: trial.stimulusId }, 'stimulus onset received');
+    trials$.next(trial);
+  };
 
   const runOnce = async (): Promise<SessionResult> => {
     abort = new AbortController();
@@ -169,8 +194,13 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
         createRegistrar: registrarFactory(opts.processing),
         render: renderStageFor(session.device),
         finishReport: (collector) => addImageMetrics(collector, stimuli),
+        trials$,
         onEvent: (e) => {
-          if (e.type === 'run-info') simulated = e.simulated === true;
+          if (e.type === 'run-info') {
+            simulated = e.simulated === true;
+            trialCount = e.trials?.length ?? 0;
+          }
+          if (e.type === 'volume' && e.volIdx === 0) firstVolumeMs = e.receivedAtMs;
           recorder?.onEvent(e);
           bus.next(e);
           opts.onEvent?.(e);
@@ -206,9 +236,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
         setSpeed: (speed) => pacer.setSpeed(speed),
         status: () => ({ state, speed: formatSpeed(pacer.speed) }),
       },
-      onFeedbackInput: (msg) => {
-        logger.info({ input: msg.type }, 'feedback input received');
-      },
+      onFeedbackInput,
       image: async (kind, id) => {
         if (kind === 'stimulus') return stimulusJpeg(id);
         const bankDir = model?.bank?.thumbnailsDir ?? (session.modelDir ? join(session.modelDir, 'thumbs') : undefined);

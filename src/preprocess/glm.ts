@@ -25,6 +25,10 @@
  * linear map of three of Z's column groups ([g_k, a, D] -> [g_k, a - g_k, D]), so its normal
  * equations follow from those sums with no refit over past volumes. A trial column only
  * accumulates while its regressor is non-zero (onset to onset + duration + 32 s).
+ *
+ * Trials can be added during the run (`addTrial`, for live sessions whose stimulus onsets come
+ * from the stimulus program). The rows of the run so far are kept (V float32 values per volume),
+ * so a trial whose onset precedes volumes already added still gets its exact contribution.
  */
 import { MindeyeError } from '../errors.ts';
 import type { MotionParams, TrialSpec } from '../events.ts';
@@ -74,17 +78,21 @@ export class OnlineTrialGlm {
   private readonly opts: GlmOptions;
   private readonly hrf: Float64Array;
   private readonly dtSec: number;
-  private readonly trials: TrialState[];
+  private readonly trials: TrialState[] = [];
   private readonly driftCount: number;
   private readonly motionCount: number;
-  /** Column layout of Z: [trial 0..J-1, all-trials, drift..., motion...]. */
-  private readonly columnCount: number;
-  private readonly allColumn: number;
-  private readonly driftStart: number;
+  /** Column layout of Z: [all-trials, drift..., motion..., trial 0, trial 1, ...]. */
+  private columnCount: number;
+  private readonly allColumn = 0;
+  private readonly driftStart = 1;
   private readonly motionStart: number;
-  private readonly gram: Float64Array; // columnCount x columnCount
-  private readonly zty: Float64Array; // columnCount x V
-  private rows = 0;
+  private readonly trialStart: number;
+  /** Capacity (columns) of gram and zty; grows by doubling as trials are added. */
+  private capacity: number;
+  private gram: Float64Array; // capacity x capacity
+  private zty: Float64Array; // capacity x V
+  /** Rows added so far (censored rows are not kept), for trials added after their onset. */
+  private readonly history: { tSec: number; values: Float32Array | Float64Array; fixed: number[] }[] = [];
   private readonly durationSec: number;
 
   constructor(trials: TrialSpec[], voxelCount: number, opts: GlmOptions) {
@@ -93,25 +101,69 @@ export class OnlineTrialGlm {
     this.dtSec = opts.trSec / (opts.oversampling ?? 16);
     this.hrf = canonicalHrf(this.dtSec);
     const hrfLengthSec = (this.hrf.length - 1) * this.dtSec;
-    this.trials = trials.map((spec, i) => ({
-      spec,
-      column: i,
-      activeUntilSec: spec.onsetSec + spec.durationSec + hrfLengthSec,
-      windowEndSec: spec.onsetSec + spec.durationSec + opts.windowSec,
-      volumesSeen: 0,
-      closed: false,
-    }));
+    this.hrfLengthSec = hrfLengthSec;
     this.durationSec = opts.expectedDurationSec ?? NOMINAL_DURATION_SEC;
     this.driftCount = opts.drift.kind === 'poly'
       ? opts.drift.order + 1
       : 1 + Math.max(0, Math.floor((2 * this.durationSec) / opts.drift.cutoffSec));
     this.motionCount = opts.motionRegressors ? 6 : 0;
-    this.allColumn = trials.length;
-    this.driftStart = trials.length + 1;
     this.motionStart = this.driftStart + this.driftCount;
-    this.columnCount = this.motionStart + this.motionCount;
-    this.gram = new Float64Array(this.columnCount * this.columnCount);
-    this.zty = new Float64Array(this.columnCount * voxelCount);
+    this.trialStart = this.motionStart + this.motionCount;
+    this.columnCount = this.trialStart;
+    this.capacity = this.trialStart + Math.max(trials.length, 8);
+    this.gram = new Float64Array(this.capacity * this.capacity);
+    this.zty = new Float64Array(this.capacity * voxelCount);
+    for (const spec of trials) this.addTrial(spec);
+  }
+
+  private readonly hrfLengthSec: number;
+
+  /**
+   * Adds a trial to the design. Rows already added at or after its onset get its regressor
+   * (the 'all trials' column changes for them too), so the result equals a design that held
+   * the trial from the start. A trial whose window already ended is estimated at the next volume.
+   */
+  addTrial(spec: TrialSpec): void {
+    const column = this.columnCount;
+    this.ensureCapacity(column + 1);
+    this.columnCount++;
+    const state: TrialState = {
+      spec,
+      column,
+      activeUntilSec: spec.onsetSec + spec.durationSec + this.hrfLengthSec,
+      windowEndSec: spec.onsetSec + spec.durationSec + this.opts.windowSec,
+      volumesSeen: 0,
+      closed: false,
+    };
+    this.trials.push(state);
+    for (const row of this.history) {
+      if (row.tSec < spec.onsetSec || row.tSec > state.activeUntilSec) continue;
+      const g = this.trialRegressor(spec, row.tSec);
+      if (g === 0) continue;
+      // Remove the row as it was accumulated, then add it with the new trial included.
+      const before = this.sparseRow(row.tSec, row.fixed, state);
+      this.addOuter(before.idx, before.val, row.values, -1);
+      const after = this.sparseRow(row.tSec, row.fixed);
+      this.addOuter(after.idx, after.val, row.values, 1);
+    }
+    // Volumes of the window that were already added count as seen.
+    for (const row of this.history) {
+      if (row.tSec >= spec.onsetSec && row.tSec <= state.windowEndSec + 1e-9) state.volumesSeen++;
+    }
+  }
+
+  private ensureCapacity(columns: number): void {
+    if (columns <= this.capacity) return;
+    const capacity = Math.max(columns, this.capacity * 2);
+    const gram = new Float64Array(capacity * capacity);
+    for (let a = 0; a < this.columnCount; a++) {
+      for (let b = 0; b < this.columnCount; b++) gram[a * capacity + b] = this.gram[a * this.capacity + b];
+    }
+    const zty = new Float64Array(capacity * this.voxelCount);
+    zty.set(this.zty.subarray(0, this.columnCount * this.voxelCount));
+    this.capacity = capacity;
+    this.gram = gram;
+    this.zty = zty;
   }
 
   /** Values of the drift basis at time tSec. */
@@ -182,15 +234,22 @@ export class OnlineTrialGlm {
     return this.trials.filter((t) => t.volumesSeen === 0).map((t) => t.spec);
   }
 
-  private accumulate(tSec: number, values: Float32Array | Float64Array, motion?: MotionParams): void {
-    const V = this.voxelCount;
-    const C = this.columnCount;
-    // Sparse row of Z: active trial columns, the all-trials column, drift and motion.
+  private fixedRow(tSec: number, motion?: MotionParams): number[] {
+    const fixed = Array.from(this.driftRow(tSec));
+    if (this.motionCount > 0) {
+      const m = motion ?? { translationMm: [0, 0, 0], rotationRad: [0, 0, 0] };
+      fixed.push(...m.translationMm, ...m.rotationRad);
+    }
+    return fixed;
+  }
+
+  /** Sparse row of Z at tSec: active trial columns, the all-trials column, drift and motion. */
+  private sparseRow(tSec: number, fixed: number[], exclude?: TrialState): { idx: number[]; val: number[] } {
     const idx: number[] = [];
     const val: number[] = [];
     let all = 0;
     for (const t of this.trials) {
-      if (tSec < t.spec.onsetSec || tSec > t.activeUntilSec) continue;
+      if (t === exclude || tSec < t.spec.onsetSec || tSec > t.activeUntilSec) continue;
       const g = this.trialRegressor(t.spec, tSec);
       if (g === 0) continue;
       idx.push(t.column);
@@ -201,27 +260,30 @@ export class OnlineTrialGlm {
       idx.push(this.allColumn);
       val.push(all);
     }
-    const drift = this.driftRow(tSec);
-    for (let d = 0; d < this.driftCount; d++) {
+    for (let d = 0; d < fixed.length; d++) {
       idx.push(this.driftStart + d);
-      val.push(drift[d]);
+      val.push(fixed[d]);
     }
-    if (this.motionCount > 0) {
-      const m = motion ?? { translationMm: [0, 0, 0], rotationRad: [0, 0, 0] };
-      const mv = [...m.translationMm, ...m.rotationRad];
-      for (let d = 0; d < 6; d++) {
-        idx.push(this.motionStart + d);
-        val.push(mv[d]);
-      }
-    }
+    return { idx, val };
+  }
+
+  private addOuter(idx: number[], val: number[], values: Float32Array | Float64Array, sign: 1 | -1): void {
+    const V = this.voxelCount;
+    const C = this.capacity;
+    const zty = this.zty;
     for (let a = 0; a < idx.length; a++) {
-      for (let b = 0; b < idx.length; b++) this.gram[idx[a] * C + idx[b]] += val[a] * val[b];
+      for (let b = 0; b < idx.length; b++) this.gram[idx[a] * C + idx[b]] += sign * val[a] * val[b];
       const row = idx[a] * V;
-      const w = val[a];
-      const zty = this.zty;
+      const w = sign * val[a];
       for (let v = 0; v < V; v++) zty[row + v] += w * values[v];
     }
-    this.rows++;
+  }
+
+  private accumulate(tSec: number, values: Float32Array | Float64Array, motion?: MotionParams): void {
+    const fixed = this.fixedRow(tSec, motion);
+    const { idx, val } = this.sparseRow(tSec, fixed);
+    this.addOuter(idx, val, values, 1);
+    this.history.push({ tSec, values, fixed });
   }
 
   private estimate(t: TrialState, volIdx: number, final: boolean): RawTrialEstimate {
@@ -263,7 +325,7 @@ export class OnlineTrialGlm {
 
   /** Solves the normal equations of X = Z[:, columns] T and returns the first coefficient row (length V). */
   private solveRow(columns: number[], transform: Float64Array): Float64Array {
-    const C = this.columnCount;
+    const C = this.capacity;
     const V = this.voxelCount;
     const q = columns.length;
     const p = q; // T is square here

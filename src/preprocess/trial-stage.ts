@@ -22,8 +22,8 @@ export interface TrialStageConfig {
   processing: ProcessingOptions;
   /** Creates the normaliser once the voxel count is known. */
   createNormalizer(voxelCount: number): BetaNormalizer;
-  /** Live sessions may learn trials after the run starts (stimulus onsets from the feedback channel). */
-  extraTrials?: () => TrialSpec[];
+  /** Trials announced after the run started (stimulus onsets from the feedback channel). */
+  trials$?: Observable<TrialSpec>;
   publish(event: PipelineEvent): void;
 }
 
@@ -35,6 +35,13 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
     let normalizer: BetaNormalizer | undefined;
     let lastVolIdx = -1;
     let lastReceivedAtMs = 0;
+    const announced: TrialSpec[] = [];
+    const addTrial = (spec: TrialSpec) => {
+      config.publish({ type: 'trial-added', runId: config.runId, trial: spec });
+      if (glm) glm.addTrial(spec);
+      else announced.push(spec);
+    };
+    const trialSubscription = config.trials$?.subscribe(addTrial);
 
     const emit = (raw: RawTrialEstimate, receivedAtMs: number) => {
       const normalizedBetas = normalizer!.normalize(raw.betas);
@@ -58,7 +65,7 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
         const mv = event as MaskedVolume;
         if (!glm) {
           const trials = info?.trials ?? [];
-          if (trials.length === 0) log.warn('the run has no trial design: no trial estimates will be made');
+          if (trials.length === 0 && !config.trials$) log.warn('the run has no trial design: no trial estimates will be made');
           glm = new OnlineTrialGlm(trials, mv.values.length, {
             method: config.processing.glm,
             trSec: info!.trSec,
@@ -68,6 +75,7 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
             motionRegressors: config.processing.motionRegressors,
           });
           normalizer = config.createNormalizer(mv.values.length);
+          for (const spec of announced.splice(0)) glm.addTrial(spec);
         }
         const startMs = nowMs();
         const censored = config.processing.censor && mv.flags.length > 0;
@@ -92,6 +100,9 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
         subscriber.complete();
       },
     });
-    return () => subscription.unsubscribe();
+    return () => {
+      subscription.unsubscribe();
+      trialSubscription?.unsubscribe();
+    };
   });
 }

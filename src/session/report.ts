@@ -77,7 +77,10 @@ export class ReportCollector {
   onEvent(e: PipelineEvent): void {
     switch (e.type) {
       case 'run-info':
-        this.info = e;
+        this.info = { ...e, trials: [...(e.trials ?? [])] };
+        break;
+      case 'trial-added':
+        this.info?.trials?.push(e.trial);
         break;
       case 'volume':
         this.volumesReceived++;

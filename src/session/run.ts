@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Subject, tap, type Observable } from 'rxjs';
 import { MindeyeError } from '../errors.ts';
-import { nowMs, type PipelineEvent, type RunInfo, type Decoded } from '../events.ts';
+import { nowMs, type PipelineEvent, type RunInfo, type Decoded, type TrialSpec } from '../events.ts';
 import { Pacer } from '../ingest/pacing.ts';
 import { formatSpeed, type Source, type Speed } from '../ingest/source.ts';
 import { logger } from '../log.ts';
@@ -49,6 +49,8 @@ export interface SessionConfig {
   pacer?: Pacer;
   /** Stops the run: the pipeline is unsubscribed and the report covers what was processed. */
   signal?: AbortSignal;
+  /** Trials announced during the run (stimulus onsets from the feedback input channel). */
+  trials$?: Observable<TrialSpec>;
 }
 
 export interface SessionResult {
@@ -132,6 +134,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
       runId,
       processing: config.processing,
       createNormalizer: (v) => new BetaNormalizer(normalizeKind as 'calibration' | 'running' | 'none', v, model?.calibration),
+      trials$: config.trials$,
       publish,
     }),
   );

@@ -97,3 +97,36 @@ test('canonical HRF peaks near 5 s and has an undershoot', () => {
   assert.ok(min < 0, 'undershoot below zero');
   assert.ok(Math.abs(h.reduce((a, b) => a + b, 0) - 1) < 1e-12, 'unit sum');
 });
+
+test('trials added during the run match a design known in advance', () => {
+  const { bold, events } = haxbyRun(2);
+  const img = readNifti(bold);
+  const mask = loadMask(HAXBY_MASK);
+  const trials = readBidsEvents(events);
+  const n = img.header.shape[0] * img.header.shape[1] * img.header.shape[2];
+  const T = img.header.volumes;
+  const trSec = img.header.trSec;
+  const opts = { method: 'lss' as const, trSec, windowSec: 10, drift: { kind: 'poly' as const, order: 2 }, expectedDurationSec: T * trSec, motionRegressors: false };
+  const known = new OnlineTrialGlm(trials, mask.indices.length, opts);
+  const live = new OnlineTrialGlm([], mask.indices.length, opts);
+  const fromKnown: RawTrialEstimate[] = [];
+  const fromLive: RawTrialEstimate[] = [];
+  for (let t = 0; t < T; t++) {
+    // Each trial is announced a few volumes after its onset, as a late stimulus-onset message would be.
+    for (const trial of trials) if (Math.floor(trial.onsetSec / trSec) + 3 === t) live.addTrial(trial);
+    const masked = applyMask(mask, img.data.subarray(t * n, (t + 1) * n));
+    fromKnown.push(...known.addVolume(t, t * trSec, masked));
+    fromLive.push(...live.addVolume(t, t * trSec, masked));
+  }
+  const finalKnown = fromKnown.filter((e) => e.final);
+  const finalLive = fromLive.filter((e) => e.final);
+  assert.equal(finalLive.length, trials.length);
+  for (const k of finalKnown) {
+    const l = finalLive.find((e) => e.trialId === k.trialId)!;
+    assert.equal(l.volIdx, k.volIdx, `trial ${k.trialId} final at the same volume`);
+    const scale = Math.max(...Array.from(k.betas, Math.abs));
+    let maxDiff = 0;
+    for (let v = 0; v < k.betas.length; v++) maxDiff = Math.max(maxDiff, Math.abs(k.betas[v] - l.betas[v]));
+    assert.ok(maxDiff <= 1e-9 * scale, `trial ${k.trialId}: max diff ${maxDiff}`);
+  }
+});
