@@ -1,9 +1,10 @@
 """Reference img2img run (numpy + torch) for checking src/render against an independent code path.
 
 Reads the DDIM settings from a model directory's manifest.json (heads.unet and
-heads.lowLevel.latentShape), runs the UNet as TorchScript (not ONNX Runtime), and writes every
-intermediate value as JSON: betas summary, alphas_cumprod, timesteps, the noised start latents
-and, per step, the guided noise prediction, the predicted clean latents x0 and the next latents.
+heads.lowLevel.latentShape) and runs the UNet as TorchScript, not with ONNX Runtime. Writes
+every intermediate value as JSON: alphas_cumprod, timesteps, the noise, the noised start
+latents and, per step, the guided noise prediction, the predicted clean latents x0 and the
+next latents.
 
 Formulas follow diffusers' DDIMScheduler (eta = 0, epsilon prediction) and the img2img
 pipelines' get_timesteps (diffusers 0.2x), written out here with numpy. The trial noise is the

@@ -49,10 +49,12 @@ export async function benchRender(model: LoadedManifest, options: { device: Devi
   const loadStartMs = nowMs();
   const renderer = await createRenderer({ model, device: options.device, policy: 'complete', format });
   const loadMs = nowMs() - loadStartMs;
+
   const lowLevel: number[] = [];
   const firstPreview: number[] = [];
   const final: number[] = [];
   const perStep: number[] = [];
+
   for (let trialId = 0; trialId < trials; trialId++) {
     const frames: Frame[] = [];
     const subscription = renderer.frames.subscribe((f) => frames.push(f));
@@ -67,6 +69,7 @@ export async function benchRender(model: LoadedManifest, options: { device: Devi
     renderer.submit(decoded);
     await done;
     subscription.unsubscribe();
+
     const sentAfter = (kind: Frame['kind']) => (frames.find((f) => f.kind === kind)?.sentAtMs ?? Number.NaN) - submittedAtMs;
     lowLevel.push(sentAfter('low-level'));
     final.push(sentAfter('final'));
@@ -77,6 +80,7 @@ export async function benchRender(model: LoadedManifest, options: { device: Devi
     }
   }
   await renderer.drain();
+
   return {
     trials, steps: renderer.stepCount, device: options.device, format, loadMs,
     submitToLowLevelMs: percentiles(lowLevel),

@@ -6,10 +6,10 @@
  * - vaeDecoder.scale: latents are divided by it before decoding (default 1; Stable Diffusion
  *   uses 0.18215). vaeDecoder.outputRange: [-1, 1] (default) or [0, 1]. vaeDecoder.imageSize:
  *   [H, W], checked against the decoder's output when given.
- * - unet (optional; without it a trial gets its low-level frame and a final frame that repeats
- *   it): scheduler "ddim", steps (20), strength (0.85), guidance (3.5, MindEye's
+ * - unet is optional. Without it a trial gets its low-level frame and a final frame that
+ *   repeats it. Fields: scheduler "ddim", steps (20), strength (0.85), guidance (3.5, MindEye's
  *   reconstruction guidance), trainTimesteps (1000), betaSchedule, betaStart and betaEnd
- *   (required: they must be the ones the UNet was trained with), condDim (required),
+ *   (required, because they must be the ones the UNet was trained with), condDim (required),
  *   timestepSpacing "leading" (default) or "trailing", stepsOffset (0), setAlphaToOne (true),
  *   prediction "epsilon" (the only one supported), nullCondition "zeros" (default) or a float32
  *   file of condDim values, conditionInput "prior" or "retrieval" (the Decoded embedding that

@@ -44,8 +44,11 @@ export function planarToRgb8(planar: Float32Array, channels: number, height: num
     for (let c = 0; c < 3; c++) {
       const value = planar[(channels === 1 ? 0 : c) * plane + p];
       const scaled = Math.round((value - range[0]) * scale);
-      // NaN compares false both ways, so it falls through to 0.
-      out[p * 3 + c] = scaled >= 255 ? 255 : scaled > 0 ? scaled : 0;
+      // NaN fails both comparisons, so it becomes 0 (black).
+      let pixel = 0;
+      if (scaled >= 255) pixel = 255;
+      else if (scaled > 0) pixel = scaled;
+      out[p * 3 + c] = pixel;
     }
   }
   return { data: out, width, height };

@@ -134,11 +134,13 @@ export function ssimGray(a: Float64Array, b: Float64Array, height: number, width
     bb[i] = b[i] * b[i];
     ab[i] = a[i] * b[i];
   }
+
   const ux = gaussianFilter(a, height, width, sigma);
   const uy = gaussianFilter(b, height, width, sigma);
   const uxx = gaussianFilter(aa, height, width, sigma);
   const uyy = gaussianFilter(bb, height, width, sigma);
   const uxy = gaussianFilter(ab, height, width, sigma);
+
   const c1 = 0.01 ** 2;
   const c2 = 0.03 ** 2;
   let sum = 0;

@@ -56,9 +56,9 @@ export class VaeDecoder {
   }
 
   /**
-   * Decodes scaled latents (C*H*W values) to a planar image. Returns the channel count and size
-   * so the caller can convert it; throws MODEL_SHAPE_MISMATCH when the output shape is not an
-   * image of 1 or 3 channels of the configured size.
+   * Decodes scaled latents (C*H*W values) to a planar image, with its channel count and size.
+   * Throws MODEL_SHAPE_MISMATCH when the output is not an image of 1 or 3 channels of the
+   * configured size.
    */
   async decode(latents: Float32Array): Promise<{ planar: Float32Array; channels: number; height: number; width: number }> {
     const [c, h, w] = this.latentShape;

@@ -28,8 +28,8 @@
  *   set to the steps that ran. `skipped.img2img` counts trials cut short, `skipped.steps` the
  *   UNet steps not run and `skipped.previews` the previews not sent.
  *
- * Contract: `events` and `frames` are hot Subjects, so a subscriber sees events from the time
- * it subscribes. Unsubscribing a subscriber does not stop the renderer. `drain()` renders what
+ * Contract: `events` and `frames` are hot Subjects, so a subscriber receives only the events
+ * sent after it subscribes. Unsubscribing a subscriber does not stop the renderer. `drain()` renders what
  * is queued, completes the Subjects and releases the ONNX sessions. `close()` abandons queued
  * work (counted as skipped), lets the job in flight finish without sending its frame, and then
  * completes the Subjects. A failed job (ONNX error, bad decoder output) is reported as a
@@ -369,10 +369,10 @@ export class Renderer {
   private sendCutFinal(trial: TrialState): void {
     const decoded = trial.finalDecoded as Decoded;
     const run = trial.refinement as Img2ImgRun;
-    const shown = run.stepsDone > 0 ? `its step ${run.stepsDone} preview` : 'its low-level image';
+    const resent = run.stepsDone > 0 ? `its step ${run.stepsDone} preview` : 'its low-level image';
     this.sendFrame(trial, decoded, 'final', false, run.stepsDone, run.stepCount, trial.lastImage as EncodedImage, nowMs());
     this.warn(decoded, 'skipped', `Trial ${trial.trialId}: img2img stopped after ${run.stepsDone} of ${run.stepCount} steps `
-      + `because a newer trial has final betas (policy "latest"); ${shown} was sent as its final frame.`);
+      + `because a newer trial has final betas (policy "latest"); ${resent} was sent as its final frame.`);
     trial.finished = true;
   }
 

@@ -4,7 +4,7 @@
  * the replay runs at `realtime` speed (every trial gets its full img2img sequence) and `latest`
  * at any other speed, re-read from the pacer at every Decoded event.
  *
- * Complete, error and unsubscribe behave as `renderWith` (src/render/renderer.ts) says. When
+ * Complete, error and unsubscribe behave as documented for `renderWith` (src/render/renderer.ts). When
  * the stream ends in any of these ways, the skip counters are added to the report collector.
  */
 import { defer, finalize, from, switchMap, tap, type Observable } from 'rxjs';

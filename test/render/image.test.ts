@@ -9,7 +9,7 @@ import { decoded, LATENT_SHAPE, latentsFor, tinyModel } from './helpers.ts';
 
 const skip = pythonSkipReason(['torch', 'onnx']);
 
-/** The known decoder of make_tiny_model.py, recomputed here: latents (scaled) -> 8-bit RGB. */
+/** Recomputes the known decoder of make_tiny_model.py: scaled latents to 8-bit RGB. */
 function expectedImage(latents: Float32Array, scale: number, gray = false): RgbImage {
   const [channels, h, w] = LATENT_SHAPE;
   const bias = [-0.2, 0, 0.2];
