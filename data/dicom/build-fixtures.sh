@@ -1,6 +1,6 @@
 #!/bin/sh
 # Rebuilds the fixtures in this folder from a full copy of the source data sets (the folder that
-# holds siemens-mosaic/, siemens-xa-enhanced/, ge-realtime-slices/, rtcloud-sample/, pyneal/).
+# contains siemens-mosaic/, siemens-xa-enhanced/, ge-realtime-slices/, rtcloud-sample/, pyneal/).
 # DICOM, PAR and REC files are copied unchanged; each reference NIfTI is cut to the volumes kept
 # here and gzipped with nibabel (header, affine and values unchanged).
 # Usage: sh data/dicom/build-fixtures.sh SOURCE_DIR
@@ -64,7 +64,7 @@ copy pyneal/Philips_env/funcData/0001/Dump-0000.par pyneal/Philips_env/funcData/
 copy pyneal/Philips_env/funcData/0001/Dump-0000.rec pyneal/Philips_env/funcData/0001/Dump-0000.rec
 copy pyneal/LICENSE.txt pyneal/LICENSE.txt
 
-# Each source folder's README is kept as written; README.md in this folder says which subset is here.
+# Each source folder's README is kept as written; README.md in this folder lists the subset kept here.
 for d in siemens-mosaic siemens-xa-enhanced ge-realtime-slices rtcloud-sample pyneal; do
   copy "$d/README.md" "$d/README.md"
 done

@@ -43,7 +43,7 @@ export function parseNonNegativeInt(flag: string, value: string | undefined): nu
   return n;
 }
 
-/** Smallest NIfTI type that holds every value exactly, as dcm2niix picks int16 or uint16. */
+/** Picks the smallest NIfTI type that stores every value exactly, as dcm2niix picks int16 or uint16. */
 export function storageType(volumes: VolumeFile[]): NiftiWriteOptions['datatype'] {
   let min = Infinity;
   let max = -Infinity;

@@ -71,7 +71,7 @@ export function connect(url: string, token: string): Promise<WebSocket> {
   });
 }
 
-/** Smallest wire type that holds the volume's values exactly. */
+/** Returns the smallest wire type that stores the volume's values exactly. */
 function wireType(volume: VolumeFile): PushDtype {
   return storageType([volume]);
 }

@@ -19,7 +19,7 @@
  *   { "ok": false, "index": 3, "ready": true, "error": "...", "code": "INGEST_INVALID" }   rejected at once
  * An accepted volume is acknowledged only when the pipeline has taken it (the Source's
  * subscriber returned from next()), so a sender that keeps at most W volumes unacknowledged
- * holds server memory to W volumes. `ready` is false while the queue is full. A sender that
+ * limits server memory to W volumes. `ready` is false while the queue is full. A sender that
  * ignores the acknowledgements is throttled by TCP: at `maxQueue` queued volumes the server stops
  * reading the socket until the pipeline catches up. Volumes already read in the same socket chunk
  * are still queued, so the queue can exceed `maxQueue` by one for volumes over 64 KiB.
@@ -230,10 +230,10 @@ interface Queued {
 /** Warnings and gaps held while no pipeline is subscribed, beyond which they are only logged. */
 const MAX_QUEUED_NOTICES = 1000;
 
-function tokenMatches(expected: string, given: string | undefined): boolean {
-  if (given === undefined) return false;
+function tokenMatches(expected: string, presented: string | undefined): boolean {
+  if (presented === undefined) return false;
   const a = Buffer.from(expected);
-  const b = Buffer.from(given);
+  const b = Buffer.from(presented);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
@@ -299,45 +299,42 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     }
   };
 
-  const onMessage = (socket: WebSocket, raw: RawData, isBinary: boolean, remote: string): void => {
-    const message = Buffer.isBuffer(raw) ? raw : Array.isArray(raw) ? Buffer.concat(raw) : Buffer.from(raw);
-    if (!isBinary) {
-      let parsed: { type?: unknown } | undefined;
-      try {
-        parsed = JSON.parse(message.toString('utf8')) as { type?: unknown };
-      } catch {
-        parsed = undefined;
-      }
-      if (parsed?.type === 'end') {
-        ended = true;
-        drain();
-        return;
-      }
-      stats.rejected++;
-      send(socket, { ok: false, index: null, ready: queuedVolumes < maxQueue, code: 'INGEST_INVALID', error: 'text messages other than {"type":"end"} are not accepted; send volumes as binary messages' });
-      return;
-    }
-    let decoded: ReturnType<typeof decodePushMessage>;
+  // A text message either ends the run or is rejected.
+  const onText = (socket: WebSocket, message: Buffer): void => {
+    let parsed: { type?: unknown } | undefined;
     try {
-      decoded = decodePushMessage(message);
-    } catch (err) {
-      if (!isMindeyeError(err)) throw err;
-      stats.rejected++;
-      let index: number | null = null;
-      try {
-        const headerLength = message.readUInt32LE(0);
-        const maybe = JSON.parse(message.subarray(4, 4 + headerLength).toString('utf8')) as { index?: unknown };
-        if (Number.isInteger(maybe.index)) index = maybe.index as number;
-      } catch {
-        index = null;
-      }
-      const text = err.message.replace(/\n\s*/g, '; ');
-      log.warn({ remote, index }, text);
-      emit({ type: 'warning', runId, kind: 'invalid', volIdx: index ?? undefined, message: `push message rejected: ${text}` });
-      send(socket, { ok: false, index, ready: queuedVolumes < maxQueue, code: err.code, error: text });
+      parsed = JSON.parse(message.toString('utf8')) as { type?: unknown };
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed?.type === 'end') {
+      ended = true;
+      drain();
       return;
     }
-    const { header, data } = decoded;
+    stats.rejected++;
+    send(socket, { ok: false, index: null, ready: queuedVolumes < maxQueue, code: 'INGEST_INVALID', error: 'text messages other than {"type":"end"} are not accepted; send volumes as binary messages' });
+  };
+
+  // A binary message that does not decode is reported with its index when the header shows one.
+  const onUndecodable = (socket: WebSocket, message: Buffer, err: MindeyeError, remote: string): void => {
+    stats.rejected++;
+    let index: number | null = null;
+    try {
+      const headerLength = message.readUInt32LE(0);
+      const header = JSON.parse(message.subarray(4, 4 + headerLength).toString('utf8')) as { index?: unknown };
+      if (Number.isInteger(header.index)) index = header.index as number;
+    } catch {
+      index = null;
+    }
+    const text = err.message.replace(/\n\s*/g, '; ');
+    log.warn({ remote, index }, text);
+    emit({ type: 'warning', runId, kind: 'invalid', volIdx: index ?? undefined, message: `push message rejected: ${text}` });
+    send(socket, { ok: false, index, ready: queuedVolumes < maxQueue, code: err.code, error: text });
+  };
+
+  // Rejects a message with an index or grid that does not fit the run; accepts the rest.
+  const onVolume = (socket: WebSocket, header: PushHeader, data: Float32Array, remote: string): void => {
     const receivedAtMs = nowMs();
     stats.received++;
     if (header.index < nextIdx) {
@@ -347,6 +344,7 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
       send(socket, { ok: false, index: header.index, ready: queuedVolumes < maxQueue, code: 'INGEST_INVALID', error: text });
       return;
     }
+
     const affine = Float64Array.from(header.affine);
     if (runInfo === undefined) {
       runInfo = {
@@ -357,11 +355,14 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     } else if (runInfo.shape.some((n, i) => n !== header.shape[i])) {
       stats.rejected++;
       const text = `volume ${header.index} has grid ${header.shape.join('x')}, the run has ${runInfo.shape.join('x')}; rejected`;
-      for (; nextIdx <= header.index; nextIdx++) emit({ type: 'gap', runId, volIdx: nextIdx, reason: nextIdx === header.index ? text : `volume ${nextIdx} was skipped by the sender` });
+      for (; nextIdx <= header.index; nextIdx++) {
+        emit({ type: 'gap', runId, volIdx: nextIdx, reason: nextIdx === header.index ? text : `volume ${nextIdx} was skipped by the sender` });
+      }
       emit({ type: 'warning', runId, kind: 'invalid', volIdx: header.index, message: text });
       send(socket, { ok: false, index: header.index, ready: queuedVolumes < maxQueue, code: 'INGEST_INVALID', error: text });
       return;
     }
+
     for (; nextIdx < header.index; nextIdx++) {
       emit({ type: 'gap', runId, volIdx: nextIdx, reason: `volume ${nextIdx} was skipped by the sender (next received: ${header.index})` });
     }
@@ -384,17 +385,34 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     drain();
   };
 
+  const onMessage = (socket: WebSocket, raw: RawData, isBinary: boolean, remote: string): void => {
+    const message = Buffer.isBuffer(raw) ? raw : Array.isArray(raw) ? Buffer.concat(raw) : Buffer.from(raw);
+    if (!isBinary) {
+      onText(socket, message);
+      return;
+    }
+    let decoded: ReturnType<typeof decodePushMessage>;
+    try {
+      decoded = decodePushMessage(message);
+    } catch (err) {
+      if (!isMindeyeError(err)) throw err;
+      onUndecodable(socket, message, err, remote);
+      return;
+    }
+    onVolume(socket, decoded.header, decoded.data, remote);
+  };
+
   const authenticate = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const header = request.headers.authorization;
     const bearer = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '') : undefined;
     const query = (request.query as Record<string, unknown> | undefined)?.token;
-    const given = bearer ?? (typeof query === 'string' ? query : undefined);
-    if (given === undefined) {
+    const presented = bearer ?? (typeof query === 'string' ? query : undefined);
+    if (presented === undefined) {
       log.warn({ remote: request.ip }, 'push connection without a token rejected');
       await reply.code(401).send({ error: 'missing token', fix: 'send the session token as "Authorization: Bearer T" or ?token=T' });
       return;
     }
-    if (!tokenMatches(opts.token, given)) {
+    if (!tokenMatches(opts.token, presented)) {
       log.warn({ remote: request.ip }, 'push connection with a wrong token rejected');
       await reply.code(401).send({ error: 'wrong token', fix: 'use the token printed by `mindeye-rt serve`' });
     }

@@ -15,9 +15,9 @@
  *   index was already emitted as `duplicate`; neither is passed on. A corrupt or incomplete volume
  *   whose index is known becomes a warning plus a gap at once, so every index below the last
  *   emitted one is either a volume or a gap.
- * - Series: `series` selects one; without it the source takes the first series that was not in
- *   the folder when watching began (so an earlier series is not replayed), unless
- *   `includeExisting` is set. Every other series gives one warning.
+ * - Series: `series` selects one. Without it the source takes the first series that was not in
+ *   the folder when watching began, so an earlier series is not replayed (`includeExisting`
+ *   turns this off). Every other series gives one warning.
  * - Timing: `fileTimes` (a Map keyed by path) records when each file appeared, when it reached its
  *   final size (its last change) and when it was decoded, on the `performance.now()` clock. A
  *   Volume's `receivedAtMs` is the time its file (or the last slice file) was complete.
@@ -206,14 +206,19 @@ class FolderWatcher {
   private onPath(path: string): void {
     if (this.closed) return;
     const base = path.slice(this.opts.dir.length + 1);
-    if (base.startsWith('.') || isCompanionFile(path)) {
-      // A REC that changes may complete its PAR: look at the PAR again.
-      if (isCompanionFile(path)) for (const ext of ['.par', '.PAR']) {
-        const par = path.replace(/\.rec$/i, ext);
-        if (this.files.has(par)) this.onPath(par);
+    if (base.startsWith('.')) return;
+    if (isCompanionFile(path)) {
+      // A REC that changes may complete its PAR, so the PAR is decoded again.
+      for (const ext of ['.par', '.PAR']) {
+        const par = this.files.get(path.replace(/\.rec$/i, ext));
+        if (par === undefined || par.state === 'done' || par.state === 'existing') continue;
+        par.state = 'pending';
+        this.fileTimes.get(par.path)!.completeAtMs = nowMs();
+        this.schedule(par, this.stableMs);
       }
       return;
     }
+
     const stat = this.statFile(path);
     if (stat === undefined) return;
     const now = nowMs();
@@ -224,6 +229,7 @@ class FolderWatcher {
       this.fileTimes.set(path, { file: path, appearedAtMs: now, completeAtMs: now });
     }
     if (tracked.size === stat.size && tracked.mtimeMs === stat.mtimeMs) return;
+
     if (tracked.state === 'existing') {
       // An old file that changes is not new data of the old series; track only its size.
       tracked.size = stat.size;
@@ -296,12 +302,12 @@ class FolderWatcher {
     }
     if (!this.warnedSeries.has(series)) {
       this.warnedSeries.add(series);
-      const why = this.opts.series !== undefined
+      const reason = this.opts.series !== undefined
         ? `only series ${this.opts.series} is watched`
         : this.oldSeries.has(series) && this.lockedSeries === undefined
           ? `it was in the folder before watching began; pass series ${series} to take it`
           : `series ${this.lockedSeries} is being followed`;
-      this.warn('other', undefined, `series ${series} ignored (first file ${path}): ${why}`);
+      this.warn('other', undefined, `series ${series} ignored (first file ${path}): ${reason}`);
     }
     return false;
   }

@@ -26,7 +26,8 @@ describe('push command', () => {
     await app.register(ingest.plugin);
     await app.listen({ host: '127.0.0.1', port: 0 });
     const address = app.server.address();
-    assert.ok(address !== null && typeof address === 'object');
+    assert.ok(address !== null);
+    assert.ok(typeof address === 'object');
     url = `ws://127.0.0.1:${address.port}/ingest`;
   });
   after(async () => {
@@ -61,7 +62,8 @@ describe('ingest benchmark', () => {
     assert.equal(result.files, 7);
     const ours = result.mindeyePerVolumeMs as { decodeMs: number; decodeAndWriteMs: number };
     const theirs = result.dcm2niixPerVolumeMs as { wallMs: number; reportedMs: number };
-    assert.ok(ours.decodeMs > 0 && ours.decodeAndWriteMs >= ours.decodeMs);
+    assert.ok(ours.decodeMs > 0);
+    assert.ok(ours.decodeAndWriteMs >= ours.decodeMs);
     assert.ok(theirs.wallMs > 0);
     assert.equal(typeof result.ratioDcm2niixWallToOurDecodeAndWrite, 'number');
     assert.match(String(result.dcm2niixVersion), /^v1\.0\.\d{8}$/);

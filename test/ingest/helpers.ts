@@ -91,7 +91,7 @@ export function collect(source: Source, runId = 'test-run'): Promise<SourceEvent
   return firstValueFrom(source({ runId, pacing: new Pacer({ kind: 'max' }) }).pipe(toArray()));
 }
 
-/** A compact label per event, for exact sequence checks: `volume 3`, `gap 4`, `warning duplicate 2`. */
+/** Formats an event as a compact label for exact sequence checks: `volume 3`, `gap 4`, `warning duplicate 2`. */
 export function label(e: SourceEvent): string {
   switch (e.type) {
     case 'run-info': return 'run-info';

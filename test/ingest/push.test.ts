@@ -23,7 +23,8 @@ async function startServer(maxQueue = 4): Promise<Server> {
   await app.register(ingest.plugin);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
-  assert.ok(address !== null && typeof address === 'object');
+  assert.ok(address !== null);
+  assert.ok(typeof address === 'object');
   return { app, ingest, url: `ws://127.0.0.1:${address.port}/ingest` };
 }
 
@@ -190,9 +191,9 @@ describe('push backpressure', () => {
     for (let i = 0; i < count; i++) socket.send(encodePushMessage(header(i), XA[i % XA.length].data));
     await until(() => server.ingest.stats().pauses > 0, 'the server to pause reading');
     await sleep(300);
-    const held = server.ingest.stats();
-    assert.ok(held.maxQueued <= maxQueue + 1, `queued ${held.maxQueued} volumes with maxQueue ${maxQueue}`);
-    assert.ok(held.received < count, `the server read ${held.received} of ${count} volumes without a pipeline`);
+    const paused = server.ingest.stats();
+    assert.ok(paused.maxQueued <= maxQueue + 1, `queued ${paused.maxQueued} volumes with maxQueue ${maxQueue}`);
+    assert.ok(paused.received < count, `the server read ${paused.received} of ${count} volumes without a pipeline`);
     assert.equal(acks.length, 0, 'nothing is acknowledged before the pipeline takes it');
 
     const log = new EventLog(server.ingest.source);

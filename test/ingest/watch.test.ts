@@ -206,6 +206,21 @@ describe('watch of a live export', () => {
     assert.match(warning.type === 'warning' ? warning.message : '', /volume 1 has grid 64x64x4, the run has 64x64x6; it is incomplete and not passed on/);
   });
 
+  it('waits for the REC of a Philips PAR', async () => {
+    const dir = scratchDir('parrec');
+    const log = watchLog({ dir, format: 'philips', trSec: 1, expectedVolumes: 1, gapTimeoutMs: 20000 });
+    await sleep(50);
+    copyFileSync(fixture('pyneal/Philips_env/funcData/0001/Dump-0000.par'), join(dir, 'Dump-0000.par'));
+    await sleep(300);
+    assert.deepEqual(log.labels(), [], 'nothing before the REC is there');
+    copyFileSync(fixture('pyneal/Philips_env/funcData/0001/Dump-0000.rec'), join(dir, 'Dump-0000.rec'));
+    await log.waitForEnd();
+    assert.deepEqual(log.labels(), ['run-info', 'volume 0']);
+    const info = log.events[0] as RunInfo;
+    assert.deepEqual(info.shape, [80, 80, 15]);
+    assert.equal(info.trSec, 1);
+  });
+
   it('reads one NIfTI per volume, gzip found by content', async () => {
     const dir = scratchDir('nifti');
     const log = watchLog({ dir, format: 'nifti', expectedVolumes: 2, gapTimeoutMs: 20000 });

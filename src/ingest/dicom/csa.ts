@@ -2,12 +2,12 @@
  * Siemens CSA header (the "SV10" binary format in private elements (0029,xx10) image header and
  * (0029,xx20) series header, private creator "SIEMENS CSA HEADER").
  *
- * Layout, all integers little-endian int32 or uint32:
- *   "SV10" + 4 bytes (04 03 02 01), tag count, one unused word (77)
- *   per tag: name (64 bytes, NUL-padded), VM, VR (4 bytes), SyngoDT, item count, one check word (77 or 205)
- *   per item: 4 words, of which word 1 is the value length; then the value bytes (a NUL-terminated
- *   string for every VR) padded to a multiple of 4
- * The older format without the "SV10" signature starts directly with the tag count.
+ * Layout, with every integer a little-endian 32-bit word:
+ *   header:    "SV10", 4 bytes (04 03 02 01), tag count, one unused word (77)
+ *   each tag:  name (64 bytes, NUL-padded), VM, VR (4 bytes), SyngoDT, item count, check word (77 or 205)
+ *   each item: 4 words (word 1 is the value length), then the value bytes padded to a multiple of 4
+ * Every value is a NUL-terminated string, whatever its VR. The older format without the "SV10"
+ * signature starts directly with the tag count.
  */
 import { MindeyeError } from '../../errors.ts';
 

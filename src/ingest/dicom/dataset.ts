@@ -75,7 +75,7 @@ export function parseDicomFile(bytes: Uint8Array, file: string): DataSet {
   }
   const pixels = ds.elements[tag(0x7fe0, 0x0010)];
   // A file cut exactly between two elements parses cleanly, so a missing Pixel Data element also
-  // means "not complete yet"; a DICOM object that never has pixels ends up reported as corrupt.
+  // means "not complete yet". A DICOM object that never has pixels ends up reported as corrupt.
   if (pixels === undefined) {
     throw new IncompleteFileError(file, `${bytes.length} bytes without Pixel Data (7FE0,0010)`, ds);
   }
@@ -102,7 +102,7 @@ export function str(ds: DataSet, key: string, index?: number): string | undefine
   return value === undefined || value === '' ? undefined : value.trim();
 }
 
-/** All numeric values of an element, read as its VR says; `implicitVr` applies when the file has no VRs. */
+/** Reads all numeric values of an element as its VR specifies; `implicitVr` applies when the file has no VRs. */
 export function numbers(ds: DataSet, key: string, implicitVr = 'DS'): number[] {
   const el = ds.elements[key];
   if (el === undefined || el.length === 0) return [];
@@ -129,7 +129,7 @@ export function num(ds: DataSet, key: string, implicitVr = 'DS'): number | undef
   return values.length > 0 && Number.isFinite(values[0]) ? values[0] : undefined;
 }
 
-/** The first item's data set of a sequence element, or undefined. */
+/** Returns the first item's data set of a sequence element, or undefined. */
 export function firstItem(ds: DataSet, key: string): DataSet | undefined {
   return ds.elements[key]?.items?.[0]?.dataSet;
 }

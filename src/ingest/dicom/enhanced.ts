@@ -1,7 +1,7 @@
 /**
- * Enhanced MR Image Storage (multi-frame DICOM), as Siemens XA and Philips write it: one file
- * holds frames with per-frame geometry, and frames are slices, never mosaic tiles, whatever
- * ImageType says.
+ * Enhanced MR Image Storage (multi-frame DICOM), as Siemens XA and Philips write it. One file
+ * contains frames with per-frame geometry, and frames are slices, never mosaic tiles, whatever
+ * ImageType claims.
  *
  * Attributes are read from the frame's item in PerFrameFunctionalGroupsSequence (5200,9230) and
  * fall back to SharedFunctionalGroupsSequence (5200,9229). Frames are grouped into volumes by

@@ -29,7 +29,7 @@ export function isCompanionFile(file: string): boolean {
   return /\.rec$/i.test(file);
 }
 
-/** Detects the layout of a file from its first bytes; undefined when it is none of the known ones. */
+/** Detects the layout of a file from its first bytes, or returns undefined for an unknown layout. */
 export function sniffLayout(bytes: Uint8Array): 'nifti' | 'dicom' | 'par' | undefined {
   if (isGzip(bytes)) return 'nifti';
   if (bytes.length >= 348) {
@@ -106,13 +106,13 @@ function compatible(requested: ScannerFormat, detected: ScannerFormat): boolean 
   return (requested === 'ge' || requested === 'philips') && (detected === 'ge' || detected === 'philips');
 }
 
-function expectFormat(requested: FormatOption, detected: ScannerFormat, file: string, what: string): void {
-  if (requested !== 'auto' && requested !== detected) throw wrongFormat(requested, detected, file, what);
+function expectFormat(requested: FormatOption, detected: ScannerFormat, file: string, kind: string): void {
+  if (requested !== 'auto' && requested !== detected) throw wrongFormat(requested, detected, file, kind);
 }
 
-function wrongFormat(requested: FormatOption, detected: ScannerFormat, file: string, what?: string): MindeyeError {
+function wrongFormat(requested: FormatOption, detected: ScannerFormat, file: string, kind?: string): MindeyeError {
   return new MindeyeError('INGEST_INVALID', 'The file does not have the requested format.', {
-    file, field: '--format', value: requested, expected: `${what ?? 'a file'} of format "${detected}"`,
+    file, field: '--format', value: requested, expected: `${kind ?? 'a file'} of format "${detected}"`,
     fix: `use --format ${detected} or --format auto, or remove the file`,
   });
 }
@@ -121,7 +121,7 @@ function findRec(parFile: string): string {
   return parFile.replace(/\.par$/i, (ext) => (ext === '.PAR' ? '.REC' : '.rec'));
 }
 
-/** The last run of digits in a file name, such as 12 in `vol_0012.nii.gz`. */
+/** Returns the last run of digits in a file name, such as 12 in `vol_0012.nii.gz`. */
 export function numberInName(file: string): number | undefined {
   const m = /(\d+)(?!.*\d)/.exec(basename(file));
   return m === null ? undefined : Number(m[1]);
@@ -129,7 +129,7 @@ export function numberInName(file: string): number | undefined {
 
 /**
  * Decodes a NIfTI file into its volumes. A 3D file is one volume whose index is the number in
- * its name minus `firstNumber`; the volumes of a 4D file count up from there.
+ * its name minus `firstNumber`. The volumes of a 4D file count up from there.
  */
 export function decodeNiftiVolumes(bytes: Uint8Array, file: string, firstNumber: number): VolumeFile[] {
   let raw = bytes;

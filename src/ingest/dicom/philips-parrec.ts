@@ -2,7 +2,7 @@
  * Philips PAR/REC (PAR versions 4 to 4.2): a text header (.PAR) and raw 16-bit images (.REC),
  * as the real-time "Research image export tool" writes one pair per dynamic.
  *
- * Values are PAR "displayed values" (DV = PV x RS + RI, per image). A REC that holds several
+ * Values are PAR "displayed values" (DV = PV x RS + RI, per image). A REC that contains several
  * image types (for example magnitude and phase) yields the type of its first image, the
  * magnitude in standard exports. NIfTI slice k is the image with slice number k + 1, stored as in
  * the REC (x fastest, no flip).
@@ -110,7 +110,7 @@ export function decodeParRec(parText: string, recBytes: Uint8Array, parFile: str
   const imageBytes = reconX * reconY * bytesPerPixel;
   const needed = (Math.max(...par.images.map((im) => im.recIndex)) + 1) * imageBytes;
   if (recBytes.length < needed) {
-    throw new MindeyeError('DICOM_INVALID', 'The REC file is shorter than its PAR header says.', {
+    throw new MindeyeError('DICOM_INVALID', 'The REC file is shorter than its PAR header requires.', {
       file: recFile, field: 'file size', value: `${recBytes.length} bytes`, expected: `${needed} bytes`,
       fix: 'the REC file is truncated or still being written',
     });

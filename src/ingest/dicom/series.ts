@@ -1,7 +1,7 @@
 /**
  * Batch reading of a scanner export (a folder or a list of files) into one series of volumes in
- * acquisition order: the decoding that `convert` and `push` share with the folder watcher, with
- * every problem reported as a warning (or an error when no series can be chosen).
+ * acquisition order. `convert` and `push` use it, with the folder watcher's decoders. Every
+ * problem becomes a warning, except that an input with no series to choose is an error.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -105,7 +105,7 @@ export function readSeries(files: string[], opts: SeriesReadOptions): Series {
   let seriesNumber = opts.series;
   if (seriesNumber === undefined) {
     if (seriesFound.length > 1) {
-      throw new MindeyeError('CLI_USAGE', 'The input holds more than one series.', {
+      throw new MindeyeError('CLI_USAGE', 'The input contains more than one series.', {
         field: '--series', value: seriesFound, expected: 'one series number', fix: `add --series N with N one of ${seriesFound.join(', ')}`,
       });
     }

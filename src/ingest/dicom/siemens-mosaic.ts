@@ -2,8 +2,8 @@
  * Siemens classic mosaic DICOM: one file per volume, every slice a tile of one 2D image.
  *
  * Tile count: CSA image header NumberOfImagesInMosaic, else (0019,xx0A) of creator
- * "SIEMENS MR HEADER"; with neither the file is rejected, because guessing from a square grid
- * silently picks up blank tiles. The grid is ceil(sqrt(n)) tiles on a side, so Rows and Columns
+ * "SIEMENS MR HEADER". With neither the file is rejected, because a guess from the square grid
+ * would silently pick up blank tiles. The grid is ceil(sqrt(n)) tiles on a side, so Rows and Columns
  * must be multiples of it.
  *
  * Geometry (as dcm2niix and nibabel do): ImagePositionPatient refers to the top-left pixel of the
@@ -62,7 +62,7 @@ export function decodeSiemensMosaic(ds: DataSet, file: string): VolumeFile {
   const count = mosaicImageCount(ds, csa);
   const format = pixelFormat(ds, file);
   if (count === undefined) {
-    throw new MindeyeError('DICOM_INVALID', 'The mosaic does not say how many slices it holds.', {
+    throw new MindeyeError('DICOM_INVALID', 'The mosaic slice count is missing.', {
       file, field: 'NumberOfImagesInMosaic (CSA image header) and (0019,100A)', value: 'both absent',
       expected: 'the slice count in either place',
       fix: 'export the series with its private Siemens elements (anonymisers often strip them); the count is not guessed from the grid',

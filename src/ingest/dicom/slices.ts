@@ -22,7 +22,7 @@ export function decodeSingleSlice(ds: DataSet, file: string, format: 'ge' | 'phi
   const locationsKey = privateTag(ds, 0x0021, 'GEMS_RELA_01', 0x4f);
   const slicesPerVolume = num(ds, tag(0x0020, 0x1002), 'IS') ?? (locationsKey === undefined ? undefined : num(ds, locationsKey, 'SS'));
   if (slicesPerVolume === undefined || slicesPerVolume < 1) {
-    throw new MindeyeError('DICOM_INVALID', 'The slice file does not say how many slices a volume has.', {
+    throw new MindeyeError('DICOM_INVALID', 'The slice count per volume is missing.', {
       file, field: 'ImagesInAcquisition (0020,1002)', value: slicesPerVolume ?? 'absent',
       expected: 'a positive integer', fix: 'export the series with full headers',
     });

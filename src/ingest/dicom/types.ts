@@ -21,7 +21,7 @@ export interface VolumeFile {
   voxelSizeMm: [number, number, number];
   /** NIfTI order, x fastest; scanner rescale applied. */
   data: Float32Array;
-  /** Repetition time in seconds; 0 when the file does not say. */
+  /** Repetition time in seconds; 0 when the file does not record it. */
   trSec: number;
   /** Acquisition time of each NIfTI slice from the start of the volume, seconds. */
   sliceTimingSec?: number[];

@@ -69,7 +69,7 @@ describe('mosaic image count', () => {
     assert.throws(() => decodeBytes(bytes), (err: unknown) => {
       assert.ok(isMindeyeError(err));
       assert.equal(err.code, 'DICOM_INVALID');
-      assert.match(err.message, /^The mosaic does not say how many slices it holds\./);
+      assert.match(err.message, /^The mosaic slice count is missing\./);
       assert.match(err.message, /field: NumberOfImagesInMosaic \(CSA image header\) and \(0019,100A\)/);
       assert.match(err.message, /the count is not guessed from the grid/);
       return true;
@@ -110,7 +110,8 @@ describe('file checks', () => {
     // Claim MOSAIC in the top-level ImageType, the first occurrence (frame types repeat it):
     // ORIGINAL\PRIMARY\M\NONE becomes ORIGINAL\PRIMARY\MOSAIC, the same length.
     const at = bytes.indexOf('ORIGINAL\\PRIMARY\\M\\NONE');
-    assert.ok(at > 0 && at < 2000, `top-level ImageType at ${at}`);
+    assert.ok(at > 0, 'ImageType found');
+    assert.ok(at < 2000, `top-level ImageType at ${at}`);
     bytes.write('ORIGINAL\\PRIMARY\\MOSAIC', at, 'latin1');
     const [volume] = decodeScannerFile(bytes, file, { format: 'auto' }) as VolumeFile[];
     assert.equal(volume.format, 'siemens-xa');
