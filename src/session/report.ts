@@ -73,6 +73,8 @@ export class ReportCollector {
   private firstVolumeMs?: number;
   private lastEventMs?: number;
   readonly extraTrialMetrics = new Map<number, NonNullable<TrialReport['final']>>();
+  /** Summary fields computed by other stages (brain retrieval needs the image bank). */
+  readonly extraSummary: Record<string, unknown> = {};
 
   onEvent(e: PipelineEvent): void {
     switch (e.type) {
@@ -201,6 +203,7 @@ export class ReportCollector {
     metricMean('ssimLowLevel', 'ssimLowLevelMean');
     metricMean('pixCorr', 'pixCorrMean');
     metricMean('ssim', 'ssimMean');
+    Object.assign(summary, this.extraSummary);
     summary.skipped = { ...this.skipped };
 
     const latencyMs: Record<string, Percentiles> = {};
@@ -241,4 +244,44 @@ export class ReportCollector {
       volumesSinceOnset, retrievalTop1: mean(hits)!, trials: hits.length,
     }));
   }
+}
+
+/**
+ * Brain retrieval top-1 (MindEye's "brain retrieval"): for each distinct test image, whether its
+ * own trial's retrieval embedding is the most similar to the image's bank embedding among the
+ * embeddings of all distinct test trials (the first trial of each image is used).
+ */
+export function brainRetrievalTop1(
+  finals: Decoded[],
+  bank: { ids: string[]; dim: number; embeddings: Float32Array },
+  isTest: (trialId: number) => boolean,
+): { top1: number; candidates: number } | undefined {
+  const byImage = new Map<string, Float32Array>();
+  for (const d of finals) {
+    if (!d.retrievalEmbedding || !isTest(d.trialId) || byImage.has(d.stimulusId)) continue;
+    if (bank.ids.includes(d.stimulusId)) byImage.set(d.stimulusId, d.retrievalEmbedding);
+  }
+  const ids = [...byImage.keys()];
+  if (ids.length < 2) return undefined;
+  const unit = (v: Float32Array) => {
+    let n = 0;
+    for (const x of v) n += x * x;
+    const inv = n > 0 ? 1 / Math.sqrt(n) : 0;
+    return Float32Array.from(v, (x) => x * inv);
+  };
+  const brains = ids.map((id) => unit(byImage.get(id)!));
+  let hits = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const row = bank.ids.indexOf(ids[i]);
+    const image = bank.embeddings.subarray(row * bank.dim, (row + 1) * bank.dim);
+    let best = -1;
+    let bestScore = -Infinity;
+    for (let j = 0; j < brains.length; j++) {
+      let s = 0;
+      for (let k = 0; k < bank.dim; k++) s += brains[j][k] * image[k];
+      if (s > bestScore) { bestScore = s; best = j; }
+    }
+    if (best === i) hits++;
+  }
+  return { top1: hits / ids.length, candidates: ids.length };
 }

@@ -22,7 +22,7 @@ import { decodeTrials } from '../decode/stage.ts';
 import { loadModel, type LoadedModel } from '../decode/model.ts';
 import type { Device } from '../decode/ort.ts';
 import type { ProcessingOptions } from './options.ts';
-import { ReportCollector, type RunReport } from './report.ts';
+import { ReportCollector, brainRetrievalTop1, type RunReport } from './report.ts';
 import { join } from 'node:path';
 
 export interface SessionConfig {
@@ -172,6 +172,14 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   }
 
   await config.finishReport?.(collector, model);
+  if (model?.bank) {
+    const specs = collector.info?.trials ?? [];
+    const brain = brainRetrievalTop1([...collector.finalDecoded.values()], model.bank, (id) => specs.find((t) => t.trialId === id)?.testImage !== false);
+    if (brain) {
+      collector.extraSummary.brainRetrievalTop1 = brain.top1;
+      collector.extraSummary.brainRetrievalCandidates = brain.candidates;
+    }
+  }
   const report = collector.build({
     source: collector.info?.source ?? 'unknown',
     model: model ? `${model.manifest.name} (${model.dir})` : 'none',
