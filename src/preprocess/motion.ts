@@ -33,7 +33,9 @@ import {
   copyMotion, framewiseDisplacement, gridCentreMm, invertAffine, invertRigid, matrixToMotion, motionToMatrix,
   multiply4, zeroMotion, type Vec3,
 } from './rigid.ts';
-import { pyramidReduce, reduceMask, reducedAffine, reducedShape, resampleTrilinear, smooth121, trilinearClamped } from './resample.ts';
+import {
+  decimate2, pyramidReduce, reduceMask, reducedAffine, reducedShape, resampleTrilinear, smoothBinomial9, trilinearClamped,
+} from './resample.ts';
 
 export { framewiseDisplacement } from './rigid.ts';
 
@@ -50,12 +52,12 @@ export interface MotionCorrectorOptions {
   /** Cost voxels used per level at most; larger masks are subsampled evenly (default 40000). */
   maxPointsPerLevel?: number;
   /**
-   * Passes of the [1 2 1]/4 binomial filter applied to both volumes at full resolution before
-   * registering (default 4: a kernel close to a Gaussian of sigma 1.4 voxels). This damps the
-   * interpolation artefacts of trilinear sampling, which otherwise bias least squares towards
-   * whole-voxel shifts.
+   * Smooth both volumes at full resolution with a 9-tap binomial kernel (sigma about 1.4 voxels)
+   * before registering (default true). Without it, trilinear interpolation biases the estimate
+   * towards whole-voxel shifts: up to 0.18 mm on 3.2 x 3.2 x 3.6 mm EPI in the tests, against
+   * under 0.1 mm with it.
    */
-  fineSmoothingPasses?: number;
+  fineSmoothing?: boolean;
   /** Gauss-Newton iterations per level at most (default 30). */
   maxIterationsPerLevel?: number;
   /** Framewise displacement (mm) from the previous volume above which a volume is flagged 'jump' (default 3). */
@@ -182,8 +184,9 @@ export class MotionCorrector {
   private readonly inverseAffine: Float64Array;
   private readonly levels: PyramidLevel[];
   private readonly maxIterations: number;
-  private readonly fineSmoothingPasses: number;
-  private readonly smoothed: Float32Array;
+  private readonly fineSmoothing: boolean;
+  /** Reused buffers for the incoming volume's pyramid (level 0 only when smoothing) and the smoothing scratch. */
+  private readonly movingBuffers: Float32Array[] = [];
   private readonly smoothScratch: Float32Array;
   private readonly jumpThresholdMm: number;
   private readonly minOverlap: number;
@@ -230,7 +233,6 @@ export class MotionCorrector {
     this.referenceSource = source;
     this.rotationCentreMm = gridCentreMm(this.shape, this.affine);
     this.maxIterations = opts.maxIterationsPerLevel ?? 30;
-    this.smoothed = new Float32Array(voxels);
     this.smoothScratch = new Float32Array(voxels);
     this.jumpThresholdMm = opts.jumpThresholdMm ?? 3;
     this.minOverlap = opts.minOverlap ?? 0.5;
@@ -258,8 +260,8 @@ export class MotionCorrector {
     const requested = Math.max(1, Math.floor(opts.levels ?? 3));
     const maxPoints = Math.max(64, Math.floor(opts.maxPointsPerLevel ?? 40000));
     this.levels = [];
-    this.fineSmoothingPasses = Math.max(0, Math.floor(opts.fineSmoothingPasses ?? 4));
-    let levelData = this.smoothFine(this.reference, new Float32Array(voxels));
+    this.fineSmoothing = opts.fineSmoothing ?? true;
+    let levelData = this.fineSmoothing ? smoothBinomial9(this.reference, this.shape, undefined, this.smoothScratch) : this.reference;
     let levelShape: Shape3 = this.shape;
     let levelAffine: Float64Array = this.affine;
     let levelMask: Uint8Array = mask;
@@ -267,13 +269,15 @@ export class MotionCorrector {
       if (l > 0) {
         // Stop before a level would have fewer than 8 voxels on an axis.
         if (reducedShape(levelShape).some((n) => n < 8)) break;
-        const reduced = pyramidReduce(levelData, levelShape);
+        // The smoothed full-resolution level is already low-pass enough to decimate directly.
+        const reduced = l === 1 && this.fineSmoothing ? decimate2(levelData, levelShape) : pyramidReduce(levelData, levelShape);
         levelMask = reduceMask(levelMask, levelShape);
         levelData = reduced.data;
         levelShape = reduced.shape;
         levelAffine = reducedAffine(levelAffine);
       }
-      this.levels.push(this.buildLevel(levelData, levelShape, levelAffine, levelMask, maxPoints, l === 0 ? 1 + this.fineSmoothingPasses : 1));
+      this.levels.push(this.buildLevel(levelData, levelShape, levelAffine, levelMask, maxPoints, l === 0 && this.fineSmoothing ? 5 : 1));
+      this.movingBuffers.push(new Float32Array(levelShape[0] * levelShape[1] * levelShape[2]));
     }
     this.levelCount = this.levels.length;
 
@@ -481,19 +485,11 @@ export class MotionCorrector {
     return { shape, affine, inverse, points, refValues, jacobian, count: n };
   }
 
-  /** Returns `data` after the full-resolution smoothing passes (`data` itself when there are none). */
-  private smoothFine(data: Float32Array, out: Float32Array): Float32Array {
-    if (this.fineSmoothingPasses === 0) return data;
-    let current = smooth121(data, this.shape, out, this.smoothScratch);
-    for (let pass = 1; pass < this.fineSmoothingPasses; pass++) current = smooth121(current, this.shape, out, this.smoothScratch);
-    return current;
-  }
-
   private buildMovingPyramid(data: Float32Array): Float32Array[] {
-    const out: Float32Array[] = [this.smoothFine(data, this.smoothed)];
+    const out: Float32Array[] = [this.fineSmoothing ? smoothBinomial9(data, this.shape, this.movingBuffers[0], this.smoothScratch) : data];
     let shape = this.shape;
     for (let l = 1; l < this.levels.length; l++) {
-      const reduced = pyramidReduce(out[l - 1], shape);
+      const reduced = l === 1 && this.fineSmoothing ? decimate2(out[0], shape, this.movingBuffers[1]) : pyramidReduce(out[l - 1], shape);
       out.push(reduced.data);
       shape = reduced.shape;
     }

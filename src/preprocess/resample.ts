@@ -176,40 +176,78 @@ export function reducedAffine(affine: ArrayLike<number>): Float64Array {
   return out;
 }
 
+/** Binomial weights [1 8 28 56 70 56 28 8 1]/256: four passes of [1 2 1]/4, a Gaussian of sigma sqrt(2) voxels. */
+const BINOMIAL9 = Float32Array.from([1, 8, 28, 56, 70, 56, 28, 8, 1], (w) => w / 256);
+
 /**
- * Smooths a volume in place-free fashion with the binomial kernel [1 2 1]/4 along each axis
- * (a Gaussian of sigma about 0.7 voxel), edges replicated. Used at full resolution to damp the
- * interpolation artefacts of trilinear sampling, which otherwise pull least-squares registration
- * towards whole-voxel shifts.
+ * Smooths a volume with the 9-tap binomial kernel (close to a Gaussian of sigma 1.4 voxels)
+ * along each axis, edges replicated. Used at full resolution before registration to damp the
+ * interpolation artefacts of trilinear sampling, which otherwise bias least squares towards
+ * whole-voxel shifts. `scratch` (one volume) avoids allocating per call.
  */
-export function smooth121(data: Float32Array, shape: Shape3, out?: Float32Array, scratch?: Float32Array): Float32Array {
+export function smoothBinomial9(data: Float32Array, shape: Shape3, out?: Float32Array, scratch?: Float32Array): Float32Array {
   const [nx, ny, nz] = shape;
+  const n = nx * ny * nz;
   const plane = nx * ny;
-  const a = scratch && scratch.length >= data.length ? scratch : new Float32Array(data.length);
-  const result = out && out.length >= data.length ? out : new Float32Array(data.length);
-  // x pass: data -> a
+  const w = BINOMIAL9;
+  const a = scratch && scratch.length >= n ? scratch : new Float32Array(n);
+  const result = out && out.length >= n ? out : new Float32Array(n);
+  // x pass: data -> a. Interior samples need no clamping.
   for (let row = 0, o = 0; row < ny * nz; row++, o += nx) {
-    a[o] = 0.75 * data[o] + 0.25 * data[o + 1];
-    for (let i = 1; i < nx - 1; i++) a[o + i] = 0.5 * data[o + i] + 0.25 * (data[o + i - 1] + data[o + i + 1]);
-    a[o + nx - 1] = 0.75 * data[o + nx - 1] + 0.25 * data[o + nx - 2];
+    for (let i = 0; i < nx; i++) {
+      let sum = 0;
+      if (i >= 4 && i < nx - 4) {
+        const c = o + i;
+        sum = w[0] * (data[c - 4] + data[c + 4]) + w[1] * (data[c - 3] + data[c + 3]) +
+          w[2] * (data[c - 2] + data[c + 2]) + w[3] * (data[c - 1] + data[c + 1]) + w[4] * data[c];
+      } else {
+        for (let t = -4; t <= 4; t++) {
+          const x = i + t < 0 ? 0 : i + t > nx - 1 ? nx - 1 : i + t;
+          sum += w[t + 4] * data[o + x];
+        }
+      }
+      a[o + i] = sum;
+    }
   }
-  // y pass: a -> result
+  // y pass: a -> result, one row of x at a time.
   for (let k = 0; k < nz; k++) {
     const s = k * plane;
     for (let j = 0; j < ny; j++) {
-      const r = s + j * nx;
-      const up = s + (j > 0 ? j - 1 : 0) * nx;
-      const down = s + (j < ny - 1 ? j + 1 : ny - 1) * nx;
-      for (let i = 0; i < nx; i++) result[r + i] = 0.5 * a[r + i] + 0.25 * (a[up + i] + a[down + i]);
+      const d = s + j * nx;
+      const rows = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => s + (j + t < 0 ? 0 : j + t > ny - 1 ? ny - 1 : j + t) * nx);
+      const [r0, r1, r2, r3, r4, r5, r6, r7, r8] = rows;
+      for (let i = 0; i < nx; i++) {
+        result[d + i] = w[0] * (a[r0 + i] + a[r8 + i]) + w[1] * (a[r1 + i] + a[r7 + i]) +
+          w[2] * (a[r2 + i] + a[r6 + i]) + w[3] * (a[r3 + i] + a[r5 + i]) + w[4] * a[r4 + i];
+      }
     }
   }
-  // z pass: result -> a -> result (the z pass needs the unsmoothed neighbours, so it writes to a first)
+  // z pass: result -> a, then copied back, because each output plane reads 9 input planes.
   for (let k = 0; k < nz; k++) {
-    const s = k * plane;
-    const below = (k > 0 ? k - 1 : 0) * plane;
-    const above = (k < nz - 1 ? k + 1 : nz - 1) * plane;
-    for (let i = 0; i < plane; i++) a[s + i] = 0.5 * result[s + i] + 0.25 * (result[below + i] + result[above + i]);
+    const d = k * plane;
+    const planes = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => (k + t < 0 ? 0 : k + t > nz - 1 ? nz - 1 : k + t) * plane);
+    const [p0, p1, p2, p3, p4, p5, p6, p7, p8] = planes;
+    for (let i = 0; i < plane; i++) {
+      a[d + i] = w[0] * (result[p0 + i] + result[p8 + i]) + w[1] * (result[p1 + i] + result[p7 + i]) +
+        w[2] * (result[p2 + i] + result[p6 + i]) + w[3] * (result[p3 + i] + result[p5 + i]) + w[4] * result[p4 + i];
+    }
   }
-  result.set(a.subarray(0, data.length));
+  result.set(a.subarray(0, n));
   return result;
+}
+
+/** Keeps every second voxel along each axis (coarse voxel i = fine voxel 2i); the input must already be smoothed. */
+export function decimate2(data: Float32Array, shape: Shape3, out?: Float32Array): { data: Float32Array; shape: Shape3 } {
+  const [nx, ny] = shape;
+  const reduced = reducedShape(shape);
+  const [mx, my, mz] = reduced;
+  const result = out && out.length >= mx * my * mz ? out : new Float32Array(mx * my * mz);
+  let o = 0;
+  for (let k = 0; k < mz; k++) {
+    for (let j = 0; j < my; j++) {
+      const row = 2 * j * nx + 2 * k * nx * ny;
+      for (let i = 0; i < mx; i++) result[o++] = data[row + 2 * i];
+    }
+  }
+  return { data: result, shape: reduced };
 }
