@@ -49,6 +49,9 @@ export interface GlmOptions {
   motionRegressors: boolean;
   /** Fine-grid points per TR for the HRF convolution. */
   oversampling?: number;
+  /** HRF sampled every `hrfDtSec` seconds (default: the SPM canonical HRF). */
+  hrf?: Float32Array | Float64Array;
+  hrfDtSec?: number;
 }
 
 export interface RawTrialEstimate {
@@ -99,7 +102,7 @@ export class OnlineTrialGlm {
     this.opts = opts;
     this.voxelCount = voxelCount;
     this.dtSec = opts.trSec / (opts.oversampling ?? 16);
-    this.hrf = canonicalHrf(this.dtSec);
+    this.hrf = opts.hrf ? resampleHrf(opts.hrf, opts.hrfDtSec ?? this.dtSec, this.dtSec) : canonicalHrf(this.dtSec);
     const hrfLengthSec = (this.hrf.length - 1) * this.dtSec;
     this.hrfLengthSec = hrfLengthSec;
     this.durationSec = opts.expectedDurationSec ?? NOMINAL_DURATION_SEC;
@@ -351,6 +354,82 @@ export class OnlineTrialGlm {
       for (let v = 0; v < V; v++) betas[v] += w * this.zty[row + v];
     }
     return betas;
+  }
+}
+
+/** Resamples an HRF from one time step to another (linear interpolation), with unit sum. */
+export function resampleHrf(hrf: ArrayLike<number>, fromDtSec: number, toDtSec: number): Float64Array {
+  const lengthSec = (hrf.length - 1) * fromDtSec;
+  const n = Math.floor(lengthSec / toDtSec) + 1;
+  const out = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const x = (i * toDtSec) / fromDtSec;
+    const k = Math.min(Math.floor(x), hrf.length - 2);
+    const f = x - k;
+    out[i] = hrf[k] * (1 - f) + hrf[k + 1] * f;
+    sum += out[i];
+  }
+  if (sum !== 0) for (let i = 0; i < n; i++) out[i] /= sum;
+  return out;
+}
+
+/**
+ * Per-voxel HRF choice (as GLMsingle's library of 20): voxels are grouped by the index of their
+ * HRF and each group gets its own online GLM; the betas are merged back into mask order.
+ */
+export class HrfLibraryGlm {
+  private readonly groups: { voxels: Int32Array; glm: OnlineTrialGlm; buffer: Float64Array }[] = [];
+  readonly voxelCount: number;
+
+  constructor(trials: TrialSpec[], index: Uint8Array, library: Float32Array, samples: number, dtSec: number, opts: GlmOptions) {
+    this.voxelCount = index.length;
+    const count = library.length / samples;
+    for (let h = 0; h < count; h++) {
+      const members: number[] = [];
+      for (let v = 0; v < index.length; v++) if (index[v] === h) members.push(v);
+      if (members.length === 0) continue;
+      const hrf = library.subarray(h * samples, (h + 1) * samples);
+      this.groups.push({
+        voxels: Int32Array.from(members),
+        glm: new OnlineTrialGlm(trials, members.length, { ...opts, hrf, hrfDtSec: dtSec }),
+        buffer: new Float64Array(members.length),
+      });
+    }
+  }
+
+  addTrial(spec: TrialSpec): void {
+    for (const g of this.groups) g.glm.addTrial(spec);
+  }
+
+  addVolume(volIdx: number, acqTimeSec: number, values: Float32Array | Float64Array, motion?: MotionParams, censored = false): RawTrialEstimate[] {
+    const parts = this.groups.map((g) => {
+      for (let i = 0; i < g.voxels.length; i++) g.buffer[i] = values[g.voxels[i]];
+      return g.glm.addVolume(volIdx, acqTimeSec, g.buffer, motion, censored);
+    });
+    return this.merge(parts);
+  }
+
+  finish(lastVolIdx: number): RawTrialEstimate[] {
+    return this.merge(this.groups.map((g) => g.glm.finish(lastVolIdx)));
+  }
+
+  unstartedTrials(): TrialSpec[] {
+    return this.groups[0]?.glm.unstartedTrials() ?? [];
+  }
+
+  /** Every group emits the same trials in the same order (same design and timing). */
+  private merge(parts: RawTrialEstimate[][]): RawTrialEstimate[] {
+    if (parts.length === 0) return [];
+    return parts[0].map((first, k) => {
+      const betas = new Float64Array(this.voxelCount);
+      parts.forEach((estimates, g) => {
+        const voxels = this.groups[g].voxels;
+        const b = estimates[k].betas;
+        for (let i = 0; i < voxels.length; i++) betas[voxels[i]] = b[i];
+      });
+      return { ...first, betas };
+    });
   }
 }
 

@@ -12,7 +12,7 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import { nowMs, type MaskedVolume, type PipelineEvent, type RunInfo, type TrialEstimate, type TrialSpec } from '../events.ts';
 import { stageLogger } from '../log.ts';
-import { OnlineTrialGlm, type RawTrialEstimate } from './glm.ts';
+import { HrfLibraryGlm, OnlineTrialGlm, type GlmOptions, type RawTrialEstimate } from './glm.ts';
 import { BetaNormalizer } from './normalize.ts';
 import type { ProcessingOptions } from '../session/options.ts';
 import type { PreprocessOutput } from './stage.ts';
@@ -22,6 +22,8 @@ export interface TrialStageConfig {
   processing: ProcessingOptions;
   /** Creates the normaliser once the voxel count is known. */
   createNormalizer(voxelCount: number): BetaNormalizer;
+  /** Per-voxel HRF choice from the model (manifest `hrf.kind` "library"). */
+  hrfLibrary?: { index: Uint8Array; library: Float32Array; samples: number; dtSec: number };
   /** Trials announced after the run started (stimulus onsets from the feedback channel). */
   trials$?: Observable<TrialSpec>;
   publish(event: PipelineEvent): void;
@@ -31,7 +33,7 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
   return (input) => new Observable<TrialEstimate>((subscriber) => {
     const log = stageLogger('glm', { runId: config.runId });
     let info: RunInfo | undefined;
-    let glm: OnlineTrialGlm | undefined;
+    let glm: OnlineTrialGlm | HrfLibraryGlm | undefined;
     let normalizer: BetaNormalizer | undefined;
     let lastVolIdx = -1;
     let lastReceivedAtMs = 0;
@@ -66,14 +68,18 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
         if (!glm) {
           const trials = info?.trials ?? [];
           if (trials.length === 0 && !config.trials$) log.warn('the run has no trial design: no trial estimates will be made');
-          glm = new OnlineTrialGlm(trials, mv.values.length, {
+          const glmOptions: GlmOptions = {
             method: config.processing.glm,
             trSec: info!.trSec,
             windowSec: config.processing.windowSec,
             drift: config.processing.drift,
             expectedDurationSec: info?.expectedVolumes ? info.expectedVolumes * info.trSec : undefined,
             motionRegressors: config.processing.motionRegressors,
-          });
+          };
+          const lib = config.hrfLibrary;
+          glm = lib
+            ? new HrfLibraryGlm(trials, lib.index, lib.library, lib.samples, lib.dtSec, glmOptions)
+            : new OnlineTrialGlm(trials, mv.values.length, glmOptions);
           normalizer = config.createNormalizer(mv.values.length);
           for (const spec of announced.splice(0)) glm.addTrial(spec);
         }

@@ -7,7 +7,8 @@
  *      └──────────────┴──────────────────┴──────────────┴─────────────┴──▶ bus (PipelineEvent)
  */
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { readF32 } from '../decode/manifest.ts';
 import { Subject, tap, type Observable } from 'rxjs';
 import { MindeyeError } from '../errors.ts';
 import { nowMs, type PipelineEvent, type RunInfo, type Decoded, type TrialSpec } from '../events.ts';
@@ -51,6 +52,26 @@ export interface SessionConfig {
   signal?: AbortSignal;
   /** Trials announced during the run (stimulus onsets from the feedback input channel). */
   trials$?: Observable<TrialSpec>;
+}
+
+function loadHrfLibrary(model: LoadedModel) {
+  const hrf = model.manifest.hrf;
+  if (hrf?.kind !== 'library') return undefined;
+  const indexFile = join(model.dir, hrf.index);
+  const index = new Uint8Array(readFileSync(indexFile));
+  if (index.length !== model.voxelCount) {
+    throw new MindeyeError('MODEL_SHAPE_MISMATCH', 'The HRF index does not have one entry per voxel.', {
+      file: indexFile, field: 'hrf.index', value: `${index.length} uint8 values`, expected: `${model.voxelCount} (voxels.count)`, fix: 'write one HRF index per voxel, in mask order',
+    });
+  }
+  const library = readF32(join(model.dir, hrf.library), hrf.count * hrf.samples, 'hrf.library');
+  const badIndex = index.find((i) => i >= hrf.count);
+  if (badIndex !== undefined) {
+    throw new MindeyeError('MODEL_SHAPE_MISMATCH', 'An HRF index points past the library.', {
+      file: indexFile, field: 'hrf.index', value: badIndex, expected: `0 to ${hrf.count - 1}`, fix: 'rewrite the index or the library',
+    });
+  }
+  return { index, library, samples: hrf.samples, dtSec: hrf.dtSec };
 }
 
 export interface SessionResult {
@@ -135,6 +156,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
       processing: config.processing,
       createNormalizer: (v) => new BetaNormalizer(normalizeKind as 'calibration' | 'running' | 'none', v, model?.calibration),
       trials$: config.trials$,
+      hrfLibrary: model ? loadHrfLibrary(model) : undefined,
       publish,
     }),
   );

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { readNifti } from '../../src/io/nifti.ts';
 import { readBidsEvents } from '../../src/io/tsv.ts';
 import { loadMask, applyMask } from '../../src/preprocess/mask.ts';
-import { OnlineTrialGlm, type GlmMethod, type RawTrialEstimate } from '../../src/preprocess/glm.ts';
+import { HrfLibraryGlm, OnlineTrialGlm, type GlmMethod, type RawTrialEstimate } from '../../src/preprocess/glm.ts';
 import { canonicalHrf } from '../../src/preprocess/hrf.ts';
 import { HAXBY_MASK, haxbyRun, ROOT } from '../helpers/data.ts';
 import { pythonSkipReason, runPython } from '../helpers/python.ts';
@@ -129,4 +129,48 @@ test('trials added during the run match a design known in advance', () => {
     for (let v = 0; v < k.betas.length; v++) maxDiff = Math.max(maxDiff, Math.abs(k.betas[v] - l.betas[v]));
     assert.ok(maxDiff <= 1e-9 * scale, `trial ${k.trialId}: max diff ${maxDiff}`);
   }
+});
+
+test('hrf library groups match one GLM per HRF', () => {
+  const { bold, events } = haxbyRun(3);
+  const img = readNifti(bold);
+  const mask = loadMask(HAXBY_MASK);
+  const trials = readBidsEvents(events);
+  const V = mask.indices.length;
+  const n = img.header.shape[0] * img.header.shape[1] * img.header.shape[2];
+  const trSec = img.header.trSec;
+  const dt = 0.1;
+  const canonical = canonicalHrf(dt);
+  const late = new Float64Array(canonical.length);
+  for (let i = 0; i < canonical.length; i++) late[i] = canonical[Math.max(0, i - 15)]; // 1.5 s later
+  const samples = canonical.length;
+  const library = new Float32Array(2 * samples);
+  library.set(canonical, 0);
+  library.set(late, samples);
+  const index = new Uint8Array(V).map((_, v) => v % 2);
+  const opts = { method: 'lss' as const, trSec, windowSec: 10, drift: { kind: 'poly' as const, order: 2 }, expectedDurationSec: img.header.volumes * trSec, motionRegressors: false };
+  const lib = new HrfLibraryGlm(trials, index, library, samples, dt, opts);
+  const odd = new OnlineTrialGlm(trials, V / 2, { ...opts, hrf: library.subarray(samples), hrfDtSec: dt });
+  const finalsLib: RawTrialEstimate[] = [];
+  const finalsOdd: RawTrialEstimate[] = [];
+  for (let t = 0; t < img.header.volumes; t++) {
+    const masked = applyMask(mask, img.data.subarray(t * n, (t + 1) * n));
+    const oddValues = masked.filter((_, v) => v % 2 === 1);
+    finalsLib.push(...lib.addVolume(t, t * trSec, masked).filter((e) => e.final));
+    finalsOdd.push(...odd.addVolume(t, t * trSec, oddValues).filter((e) => e.final));
+  }
+  assert.equal(finalsLib.length, trials.length);
+  for (const e of finalsLib) {
+    const ref = finalsOdd.find((o) => o.trialId === e.trialId)!;
+    for (let k = 0; k < ref.betas.length; k++) assert.ok(Math.abs(e.betas[2 * k + 1] - ref.betas[k]) < 1e-9, `trial ${e.trialId} voxel ${2 * k + 1}`);
+  }
+  // The two HRFs give different betas, so the grouping matters.
+  const first = finalsLib[0].betas;
+  const canonicalOnly = new OnlineTrialGlm(trials, V, { ...opts, hrf: canonical, hrfDtSec: dt });
+  let canonicalFinal: RawTrialEstimate | undefined;
+  for (let t = 0; t < img.header.volumes && !canonicalFinal; t++) {
+    canonicalFinal = canonicalOnly.addVolume(t, t * trSec, applyMask(mask, img.data.subarray(t * n, (t + 1) * n))).find((e) => e.final && e.trialId === finalsLib[0].trialId);
+  }
+  assert.ok(Math.abs(first[1] - canonicalFinal!.betas[1]) > 1e-6, 'odd voxels use the later HRF');
+  assert.ok(Math.abs(first[0] - canonicalFinal!.betas[0]) < 1e-9, 'even voxels use the canonical HRF');
 });
