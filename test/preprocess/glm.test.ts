@@ -166,7 +166,7 @@ test('hrf library groups match one GLM per HRF', () => {
   }
   // The two HRFs give different betas, so the grouping matters.
   const first = finalsLib[0].betas;
-  const canonicalOnly = new OnlineTrialGlm(trials, V, { ...opts, hrf: canonical, hrfDtSec: dt });
+  const canonicalOnly = new OnlineTrialGlm(trials, V, { ...opts, hrf: library.subarray(0, samples), hrfDtSec: dt });
   let canonicalFinal: RawTrialEstimate | undefined;
   for (let t = 0; t < img.header.volumes && !canonicalFinal; t++) {
     canonicalFinal = canonicalOnly.addVolume(t, t * trSec, applyMask(mask, img.data.subarray(t * n, (t + 1) * n))).find((e) => e.final && e.trialId === finalsLib[0].trialId);
