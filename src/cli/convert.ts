@@ -79,6 +79,7 @@ export async function run(argv: string[]): Promise<number> {
       field: 'arguments', value: positionals, expected: 'DIR --out FILE.nii.gz', fix: 'see mindeye-rt convert --help',
     });
   }
+
   const trOverride = values['tr-sec'] === undefined ? undefined : Number(values['tr-sec']);
   if (trOverride !== undefined && !(trOverride > 0)) {
     throw new MindeyeError('CLI_USAGE', 'Invalid --tr-sec.', { field: '--tr-sec', value: values['tr-sec'], expected: 'a positive number of seconds' });
@@ -88,10 +89,12 @@ export async function run(argv: string[]): Promise<number> {
     series: parseNonNegativeInt('--series', values.series),
     niftiFirstNumber: parseNonNegativeInt('--nifti-first-number', values['nifti-first-number']),
   });
+
   for (const w of series.warnings) process.stderr.write(`mindeye-rt convert: warning (${w.kind}): ${w.message}\n`);
   if (series.missing.length > 0) {
     process.stderr.write(`mindeye-rt convert: warning (gap): volumes ${series.missing.join(', ')} are missing; the output skips them\n`);
   }
+
   const volumes = series.volumes;
   const first = volumes[0];
   const voxels = first.data.length;
@@ -108,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
     datatype,
     description: `mindeye-rt convert ${first.format}`,
   });
+
   const sidecar: Record<string, unknown> = {
     Manufacturer: first.manufacturer,
     SeriesNumber: series.seriesNumber,

@@ -158,6 +158,7 @@ export function encodePushMessage(header: PushHeader, data: ArrayLike<number>): 
 /** Decodes one push message into its header and float32 voxels; throws INGEST_INVALID on any mismatch. */
 export function decodePushMessage(message: Buffer): { header: PushHeader; data: Float32Array } {
   if (message.length < 4) throw invalid('message length', message.length, 'at least 4 bytes (header length)');
+
   const headerLength = message.readUInt32LE(0);
   if (headerLength === 0 || 4 + headerLength > message.length) {
     throw invalid('header length', headerLength, `1 to ${message.length - 4} bytes (the message has ${message.length})`);
@@ -168,6 +169,7 @@ export function decodePushMessage(message: Buffer): { header: PushHeader; data: 
   } catch (err) {
     throw invalid('header', (err as Error).message, 'UTF-8 JSON');
   }
+
   const header = validatePushHeader(parsed);
   const count = header.shape[0] * header.shape[1] * header.shape[2];
   const bytesPer = PUSH_DTYPES[header.dtype];
@@ -175,6 +177,7 @@ export function decodePushMessage(message: Buffer): { header: PushHeader; data: 
   if (dataLength !== count * bytesPer) {
     throw invalid('data length', `${dataLength} bytes`, `${count * bytesPer} bytes (${header.shape.join(' x ')} x ${bytesPer} for ${header.dtype})`);
   }
+
   const offset = message.byteOffset + 4 + headerLength;
   const view = new DataView(message.buffer, offset, dataLength);
   const data = new Float32Array(count);

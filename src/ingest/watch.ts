@@ -26,7 +26,7 @@
  * - Completion: when `expectedVolumes` indices are resolved; otherwise the source runs until
  *   unsubscribed, which closes the watcher and clears every timer.
  */
-import { watch, readdirSync, readFileSync, statSync, type FSWatcher } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { Observable, type Subscriber } from 'rxjs';
 import { isMindeyeError, MindeyeError } from '../errors.ts';
@@ -182,11 +182,18 @@ class FolderWatcher {
     }
   }
 
+  /** Reads the series number from the first 64 KiB of a file (enough for the DICOM header elements used). */
   private peekExistingSeries(path: string): number | undefined {
+    let fd: number | undefined;
     try {
-      return peekSeries(readFileSync(path).subarray(0, 65536), path);
+      fd = openSync(path, 'r');
+      const head = Buffer.alloc(65536);
+      const length = readSync(fd, head, 0, head.length, 0);
+      return peekSeries(head.subarray(0, length), path);
     } catch {
       return undefined;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   }
 

@@ -151,6 +151,23 @@ describe('watch of a live export', () => {
     assert.match(messages[1], /^series 13 ignored \(first file .*001_000013_00000[12]\.dcm\): series 6 is being followed$/);
   });
 
+  it('reports a mosaic whose count does not fit', async () => {
+    const dir = scratchDir('badmosaic');
+    const log = watchLog({ dir, gapTimeoutMs: 20000 });
+    await sleep(50);
+    const bytes = Buffer.from(readFileSync(fixture('siemens-mosaic/ep2d_Asc_2/IM-0001-0001.dcm')));
+    // The CSA value sits 84 bytes (tag header) + 16 bytes (item header) after the tag name.
+    const value = bytes.indexOf('NumberOfImagesInMosaic') + 84 + 16;
+    assert.equal(bytes.toString('latin1', value, value + 2), '36');
+    bytes.write('25', value, 'latin1');
+    writeFileSync(join(dir, 'IM-0001-0001.dcm'), bytes);
+    await log.waitFor((e) => e.type === 'warning', 'invalid warning');
+    await sleep(100);
+    assert.deepEqual(log.labels(), ['warning invalid']);
+    const warning = log.events[0];
+    assert.match(warning.type === 'warning' ? warning.message : '', /IM-0001-0001\.dcm skipped: The mosaic image count does not fit its matrix\.; .*value: 25/);
+  });
+
   it('follows a new series, not one already in the folder', async () => {
     const dir = scratchDir('series');
     copyFileSync(fixture('rtcloud-sample/001_000013_000001.dcm'), join(dir, '001_000013_000001.dcm'));

@@ -224,6 +224,7 @@ export function readPixels(ds: DataSet, file: string, format: PixelFormat, frame
       file, field: 'PixelData (7FE0,0010)', value: 'encapsulated', fix: 'export uncompressed images',
     });
   }
+
   const count = format.rows * format.columns * frames;
   const bytesPerPixel = format.bitsAllocated / 8;
   if (el.length < count * bytesPerPixel) {
@@ -233,6 +234,7 @@ export function readPixels(ds: DataSet, file: string, format: PixelFormat, frame
       fix: 'the file is damaged: export it again',
     });
   }
+
   const bytes = ds.byteArray;
   const view = new DataView(bytes.buffer, bytes.byteOffset + el.dataOffset, count * bytesPerPixel);
   const le = !format.bigEndian;

@@ -141,11 +141,13 @@ export function decodeNiftiVolumes(bytes: Uint8Array, file: string, firstNumber:
     }
   }
   if (raw.length < 352) throw new IncompleteFileError(file, `${raw.length} bytes, shorter than a NIfTI header`);
+
   const header = parseNiftiHeader(raw.subarray(0, Math.min(raw.length, 1024)), file);
   const voxels = header.shape[0] * header.shape[1] * header.shape[2];
   const volumeBytes = voxels * bytesPerVoxel(header);
   const need = header.voxOffset + volumeBytes * header.volumes;
   if (raw.length < need) throw new IncompleteFileError(file, `${raw.length} bytes, the header needs ${need}`);
+
   const number = numberInName(file);
   const base = header.volumes === 1 && number !== undefined ? number - firstNumber : 0;
   const out: VolumeFile[] = [];

@@ -95,6 +95,7 @@ export function readSeries(files: string[], opts: SeriesReadOptions): Series {
       warnings.push({ kind, file, message: `${file} skipped: ${err.message.split('\n')[0]}` });
     }
   }
+
   const seriesFound = [...new Set([...volumes, ...slices].map((d) => d.seriesNumber))].sort((a, b) => a - b);
   if (seriesFound.length === 0) {
     throw new MindeyeError('INGEST_INVALID', 'No readable volume was found.', {
@@ -115,9 +116,11 @@ export function readSeries(files: string[], opts: SeriesReadOptions): Series {
       field: '--series', value: seriesNumber, expected: `one of ${seriesFound.join(', ')}`, fix: 'choose a series number that the files hold',
     });
   }
+
   for (const other of seriesFound.filter((s) => s !== seriesNumber)) {
     warnings.push({ kind: 'other', message: `series ${other} ignored (selected series ${seriesNumber})` });
   }
+
   const keep = volumes.filter((v) => v.seriesNumber === seriesNumber);
   const bySlice = new Map<number, SliceFile[]>();
   for (const s of slices.filter((x) => x.seriesNumber === seriesNumber)) bySlice.set(s.volIdx, [...(bySlice.get(s.volIdx) ?? []), s]);
@@ -130,6 +133,7 @@ export function readSeries(files: string[], opts: SeriesReadOptions): Series {
     }
     keep.push(assembleSlices([...unique.values()]));
   }
+
   const ordered = orderVolumes(keep, warnings);
   const missing: number[] = [];
   for (let i = 1; i < ordered.length; i++) for (let k = ordered[i - 1].volIdx + 1; k < ordered[i].volIdx; k++) missing.push(k);

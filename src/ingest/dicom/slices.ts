@@ -27,9 +27,11 @@ export function decodeSingleSlice(ds: DataSet, file: string, format: 'ge' | 'phi
       expected: 'a positive integer', fix: 'export the series with full headers',
     });
   }
+
   const temporal = num(ds, tag(0x0020, 0x0100), 'IS');
   const instance = requireNumber(ds, tag(0x0020, 0x0013), 'InstanceNumber', file, 'IS');
   const volIdx = temporal !== undefined && temporal >= 1 ? temporal - 1 : Math.floor((instance - 1) / slicesPerVolume);
+
   const data = readPixels(ds, file, pixels, 1);
   const slope = num(ds, tag(0x0028, 0x1053)) ?? 1;
   const intercept = num(ds, tag(0x0028, 0x1052)) ?? 0;
@@ -72,6 +74,7 @@ export function assembleSlices(slices: SliceFile[]): VolumeFile {
       throw problem('ImageOrientationPatient', s.file, 'the same orientation for every slice');
     }
   }
+
   const normal = sliceNormal(head.geometry);
   const sorted = [...slices].sort((a, b) => dot(a.positionLps, normal) - dot(b.positionLps, normal));
   const n = sorted.length;
@@ -82,10 +85,12 @@ export function assembleSlices(slices: SliceFile[]): VolumeFile {
       throw problem('ImagePositionPatient', sorted[i].file, 'one slice per position');
     }
   }
+
   const spacingMm = n > 1 ? Math.hypot(last[0] - first[0], last[1] - first[1], last[2] - first[2]) / (n - 1) : head.sliceThicknessMm ?? 1;
   const step: Vec3 = n > 1 ? [(last[0] - first[0]) / (n - 1), (last[1] - first[1]) / (n - 1), (last[2] - first[2]) / (n - 1)] : [normal[0] * spacingMm, normal[1] * spacingMm, normal[2] * spacingMm];
   const data = new Float32Array(rows * columns * n);
   sorted.forEach((s, k) => copyFrameToSlice(s.data, 0, columns, rows, columns, data, k));
+
   const times = sorted.map((s) => s.sliceTimeSec);
   let sliceTimingSec: number[] | undefined;
   if (times.every((t) => t !== undefined)) {
