@@ -49,30 +49,30 @@ export function tokenSources(request: IncomingMessage, allowCookie: boolean): To
   return sources;
 }
 
-export type TokenCheck = { ok: true; given: boolean } | { ok: false; status: 401 | 403; reason: string };
+export type TokenCheck = { ok: true; tokenPresent: boolean } | { ok: false; status: 401 | 403; reason: string };
 
 /**
  * Checks the token of a request. `needed` false lets a request without any token through,
  * but a wrong token is always rejected, so that a typo is reported instead of ignored.
  */
-export function checkToken(sources: TokenSources, expected: string, needed: boolean, what: string): TokenCheck {
-  const given = sources.bearer ?? sources.query ?? sources.cookie;
-  if (given === undefined || given === '') {
-    if (!needed) return { ok: true, given: false };
+export function checkToken(sources: TokenSources, expected: string, needed: boolean, requestDescription: string): TokenCheck {
+  const givenToken = sources.bearer ?? sources.query ?? sources.cookie;
+  if (givenToken === undefined || givenToken === '') {
+    if (!needed) return { ok: true, tokenPresent: false };
     return {
       ok: false,
       status: 401,
-      reason: `${what} needs the session token, and none was given: add ?token=TOKEN to the URL or send "Authorization: Bearer TOKEN" (the token is in the URL that mindeye-rt prints at start, or the one passed with --token)`,
+      reason: `${requestDescription} needs the session token, and none was given: add ?token=TOKEN to the URL or send "Authorization: Bearer TOKEN" (the token is in the URL that mindeye-rt prints at start, or the one passed with --token)`,
     };
   }
-  if (!tokensEqual(given, expected)) {
+  if (!tokensEqual(givenToken, expected)) {
     return {
       ok: false,
       status: 403,
-      reason: `${what}: the session token given is wrong: use the token from the URL that mindeye-rt printed at start of this session (tokens change each session unless --token sets one)`,
+      reason: `${requestDescription}: the session token given is wrong: use the token from the URL that mindeye-rt printed at start of this session (tokens change each session unless --token sets one)`,
     };
   }
-  return { ok: true, given: true };
+  return { ok: true, tokenPresent: true };
 }
 
 function parseCookie(header: string, name: string): string | undefined {

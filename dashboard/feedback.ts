@@ -3,8 +3,8 @@
  *
  * A stimulus program connects, receives `hello`, then per-trial `decoded` results and `frame`
  * images with timing, and may send scanner `trigger` pulses and `stimulus-onset` messages.
- * Input needs a connection opened with the session token (`?token=` or a Bearer header);
- * input on a connection without it is answered with a FEEDBACK_AUTH error and not forwarded.
+ * Input needs a connection opened with the session token (`?token=` or a Bearer header).
+ * Input on a connection without it gets a FEEDBACK_AUTH error reply and is not forwarded.
  * Both directions are JSON text messages, described by the JSON Schema files in
  * dashboard/schema/ (feedback-input and feedback-output) and by docs/feedback-api.md.
  */
@@ -208,6 +208,8 @@ export class FeedbackHub {
 
   private receive(client: FeedbackClient, data: Buffer, isBinary: boolean): void {
     const receivedAtMs = nowMs();
+
+    // Parse and validate against the input schema.
     if (isBinary) {
       this.reject(client, 'FEEDBACK_INVALID', 'binary messages are not accepted on /feedback: send JSON text messages (see docs/feedback-api.md)');
       return;
@@ -231,11 +233,14 @@ export class FeedbackHub {
       this.reject(client, 'FEEDBACK_INVALID', describeSchemaError(type as string, validate.errors ?? [], record), type as string, id);
       return;
     }
+
     if (type === 'subscribe') {
       this.applySubscription(client, record);
       client.send({ type: 'ack', inputType: 'subscribe', receivedAtMs, ...(id !== undefined ? { id } : {}), subscription: client.subscription }, 'essential');
       return;
     }
+
+    // Input: needs the token, then goes to the session.
     if (!client.canSend) {
       this.reject(client, 'FEEDBACK_AUTH', `"${type}" is input and needs the session token: reconnect to /feedback?token=TOKEN or send "Authorization: Bearer TOKEN" (the token is in the URL that mindeye-rt prints at start)`, type as string, id);
       return;

@@ -91,7 +91,7 @@ export async function renderMosaic(data: Float32Array, shape: Shape3, mask?: Uin
   return { png, width: width * factor, height: height * factor, slices, hasMaskOutline: useMask };
 }
 
-/** A mask voxel is on the outline when one of its four in-plane neighbours is outside the mask. */
+/** Returns true for a mask voxel with one of its four in-plane neighbours outside the mask. */
 function isOutline(mask: Uint8Array, i: number, j: number, k: number, nx: number, ny: number): boolean {
   const at = (a: number, b: number): number => (a < 0 || b < 0 || a >= nx || b >= ny ? 0 : mask[a + nx * (b + ny * k)]);
   if (at(i, j) === 0) return false;

@@ -111,7 +111,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
       log.warn({ remoteAddress: request.ip, url: request.url.replace(/token=[^&]*/, 'token=***'), status: check.status }, 'dashboard request rejected');
       return reply.code(check.status).send({ error: 'token', message: check.reason });
     }
-    if (check.given && new URL(request.url, 'http://localhost').searchParams.has('token')) {
+    if (check.tokenPresent && new URL(request.url, 'http://localhost').searchParams.has('token')) {
       reply.header('set-cookie', `${TOKEN_COOKIE}=${encodeURIComponent(opts.token)}; Path=/; HttpOnly; SameSite=Strict`);
     }
   });

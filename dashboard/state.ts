@@ -1,7 +1,7 @@
 /**
- * The dashboard's view of a session: a reducer over PipelineEvents that keeps what a client
- * connecting mid-run needs to draw every panel at once (run info, trial states, motion series,
- * latency samples, metrics, warnings, the current trial's images and a gallery of past trials).
+ * The dashboard's view of a session: a reducer over PipelineEvents. It keeps what a client
+ * connecting mid-run needs to draw every panel at once: run info, trial states, the motion
+ * series, latency samples, metrics, warnings, and the images of recent trials.
  *
  * Memory is bounded: series are capped (MAX_SERIES points, oldest dropped first) and only the
  * newest GALLERY_SIZE trials keep their images. Volumes are never stored; the server turns
@@ -135,9 +135,6 @@ export interface SnapshotState {
   warnings: WarningView[];
   warningCounts: Record<string, number>;
 }
-
-/** Derived latency paths, computed from event timestamps (same names as the report). */
-export const DERIVED_PATHS = ['preprocess', 'volumeToDecode', 'betaToFirstFrame', 'betaToFirstPreview', 'betaToFinalFrame', 'volumeToFirstFrame'] as const;
 
 export class DashboardState {
   run?: RunView;
@@ -410,6 +407,7 @@ export class DashboardState {
     let top1 = 0;
     let rankSum = 0;
     let candidateCount: number | undefined;
+
     const values: Record<'pixCorrLowLevel' | 'ssimLowLevel' | 'pixCorr' | 'ssim', number[]> = { pixCorrLowLevel: [], ssimLowLevel: [], pixCorr: [], ssim: [] };
     for (const trial of this.trials.values()) {
       if (trial.decoded?.final === true) {
@@ -427,6 +425,7 @@ export class DashboardState {
         if (value !== undefined) values[key].push(value);
       }
     }
+
     const view: MetricsView = { decodedTrials, rankedTrials };
     if (rankedTrials > 0) {
       view.retrievalTop1 = top1 / rankedTrials;
@@ -468,10 +467,17 @@ export class DashboardState {
     return out;
   }
 
-  /** The stored copy of a frame event, for sending (undefined when it was evicted at once). */
+  /** Returns the stored copy of a frame event, or undefined when it is no longer kept. */
   storedFrame(event: Frame): StoredFrame | undefined {
     const slot = this.images.get(event.trialId);
-    return event.kind === 'low-level' ? slot?.lowLevel : event.kind === 'img2img-step' ? slot?.preview : slot?.final;
+    switch (event.kind) {
+      case 'low-level':
+        return slot?.lowLevel;
+      case 'img2img-step':
+        return slot?.preview;
+      default:
+        return slot?.final;
+    }
   }
 }
 

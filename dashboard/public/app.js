@@ -154,7 +154,7 @@ function handleBinary(buffer) {
     view.mosaic = { ...header, url };
   } else if (header.type === 'frame') {
     const slot = view.images.get(header.trialId) ?? {};
-    const key = header.kind === 'low-level' ? 'lowLevel' : header.kind === 'img2img-step' ? 'preview' : 'final';
+    const key = slotKey(header.kind);
     if (slot[key] && !isGalleryImage(header.trialId, slot[key])) URL.revokeObjectURL(slot[key].url);
     slot[key] = { ...header, url };
     view.images.set(header.trialId, slot);
@@ -163,7 +163,13 @@ function handleBinary(buffer) {
   scheduleRender();
 }
 
-/** Gallery cards keep their own image URL; only URLs no card uses are revoked. */
+function slotKey(kind) {
+  if (kind === 'low-level') return 'lowLevel';
+  if (kind === 'img2img-step') return 'preview';
+  return 'final';
+}
+
+/** Gallery cards keep their own image URL, so only URLs that no card uses are revoked. */
 function isGalleryImage(trialId, frame) {
   return galleryRendered.get(trialId) === frame.url;
 }

@@ -1,7 +1,7 @@
 /**
  * End-to-end check of the dashboard in a real browser (/usr/bin/chromium through
- * playwright-core) against a real replay started with the command line, as a user would run it.
- * The page's numbers are compared with the run's --report JSON; the screenshot is saved to
+ * playwright-core). A replay is started with the command line, as a user would run it. The
+ * page's numbers are compared with the run's --report JSON, and the screenshot is saved to
  * docs/img/dashboard.png.
  */
 import { test, type TestContext } from 'node:test';
@@ -29,7 +29,7 @@ interface Report {
   };
 }
 
-/** The replay the test drives: the command-line arguments after `replay`. */
+/** Returns the replay the test drives: its label and the command-line arguments after `replay`. */
 function replayArgs(): { args: string[]; label: string } {
   const modelDir = fitHaxbyModel();
   return {

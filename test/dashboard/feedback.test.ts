@@ -215,7 +215,7 @@ describe('feedback example client', () => {
   test('client receives every trial of a replay in order', async () => {
     let started = false;
     const done = runClient(['--url', feedbackUrl(handle), '--token', TOKEN, '--trigger', '--timeout-sec', '30'], (stderr) => {
-      // Start the replay once the client is subscribed, so that it sees the whole run.
+      // Start the replay once the client is subscribed, so that it receives the whole run.
       if (!started && stderr.includes('subscribe accepted')) {
         started = true;
         session.control.start();
@@ -240,7 +240,8 @@ describe('feedback example client', () => {
     for (const r of results) {
       assert.equal(typeof r.receivedWallTimeMs, 'number');
       assert.ok((r.volumeToSendMs as number) >= 0);
-      assert.ok(Array.isArray(r.topK) && (r.topK as unknown[]).length > 0);
+      assert.ok(Array.isArray(r.topK), 'topK is a list');
+      assert.ok((r.topK as unknown[]).length > 0, 'topK is not empty');
     }
   });
 });

@@ -1,7 +1,7 @@
 /**
- * A DashboardSession over a real replay: the committed Haxby run goes through the project's
- * pipeline (runSession: BIDS source, mask, trial GLM, decode with a classifier fitted by
- * `mindeye-rt fit` on three other runs), and every event of its bus reaches the dashboard.
+ * A DashboardSession over a real replay. The committed Haxby run goes through the project's
+ * pipeline (runSession: BIDS source, mask, trial GLM, and decode with a classifier that
+ * `mindeye-rt fit` fits on three other runs). Every event of its bus reaches the dashboard.
  *
  * `start()` begins the run, so a test can connect its clients first. `stop()` pauses the pacer
  * for good (runSession has no cancel); the test ends by closing the dashboard.
