@@ -29,7 +29,7 @@
  * which. One sender at a time: a second connection is closed with code 1013 ("try again later").
  *
  * Index rules: indices increase. A lower or repeated index is acknowledged with ok false and
- * reported (warning `duplicate`); a skipped index becomes a `gap` at once, because a single
+ * reported (warning `duplicate`). A skipped index becomes a `gap` at once, because a single
  * ordered connection cannot deliver it later. A volume whose grid differs from the first one is
  * rejected (warning `invalid`) and its index becomes a gap.
  */

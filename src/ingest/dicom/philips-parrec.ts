@@ -7,10 +7,10 @@
  * magnitude in standard exports. NIfTI slice k is the image with slice number k + 1, stored as in
  * the REC (x fastest, no flip).
  *
- * The affine follows nibabel's PARRECHeader.get_affine (nibabel 5, Debian's python3-nibabel):
- * centre the voxel grid, scale by pixel spacing and slice thickness + gap, permute the slice
- * orientation to Philips PSL axes, rotate by the general-information angulation
- * (Rz(rl) Rx(ap) Ry(fh)), add the off-centre (ap, fh, rl), and map PSL to RAS.
+ * The affine follows PARRECHeader.get_affine of nibabel 5.0 (Debian's python3-nibabel) in five
+ * steps. (1) Centre the voxel grid. (2) Scale by pixel spacing and slice thickness + gap.
+ * (3) Permute the slice orientation to Philips PSL axes. (4) Rotate by the general-information
+ * angulation as Rz(rl) Rx(ap) Ry(fh), then add the off-centre (ap, fh, rl). (5) Map PSL to RAS.
  * NOTE: the fixture has zero angulation, so the rotation order is checked against nibabel only
  * for that case; nibabel itself describes the order as found by trial.
  */
