@@ -3,8 +3,8 @@
  *
  * ```
  * submit:  --D1p--D1f------------D2f--------------------|drain
- * frames:  ---L1p---L1-s1-s2-s3------L2-F1(cut)-s1..sN-F2|
- *          L = low-level, p = provisional, s = img2img preview, F = final
+ * frames:  ---L1p---L1-s1-s2-s3------L2-F1-s1..sN-F2------|     (policy `latest`)
+ *          L = low-level, p = provisional, s = img2img preview, F = final (F1 cut short)
  * ```
  *
  * Per trial: each non-final Decoded gives a provisional low-level frame (VAE decoder on the
@@ -29,12 +29,12 @@
  *   UNet steps not run and `skipped.previews` the previews not sent.
  *
  * Contract: `events` and `frames` are hot Subjects, so a subscriber receives only the events
- * sent after it subscribes. Unsubscribing a subscriber does not stop the renderer. `drain()` renders what
- * is queued, completes the Subjects and releases the ONNX sessions. `close()` abandons queued
- * work (counted as skipped), lets the job in flight finish without sending its frame, and then
- * completes the Subjects. A failed job (ONNX error, bad decoder output) is reported as a
- * `warning` event and its trial gets no further frames; other trials go on. Bad input
- * (missing or mis-sized latents, non-finite values) is reported the same way and skipped.
+ * sent after it subscribes. Unsubscribing a subscriber does not stop the renderer. `drain()`
+ * renders what is queued, completes the Subjects and releases the ONNX sessions. `close()`
+ * abandons queued work (counted as skipped), lets the job in flight finish without sending its
+ * frame, and then completes the Subjects. A failed job (ONNX error, bad decoder output) is
+ * reported as a `warning` event, and its trial gets no further frames. Other trials go on. Bad
+ * input (missing or mis-sized latents, non-finite values) is reported the same way and skipped.
  */
 import { Subject, filter, Observable, type OperatorFunction } from 'rxjs';
 import type { Decoded, Frame, FrameKind, PipelineWarning, StageTiming, WarningKind } from '../events.ts';
@@ -97,6 +97,8 @@ class StopError extends Error {}
 export class Renderer {
   readonly events: Observable<RenderEvent>;
   readonly frames: Observable<Frame>;
+  /** img2img steps a final trial gets (0 without a UNet). */
+  readonly stepCount: number;
   private currentPolicy: RenderPolicy;
 
   private readonly subject = new Subject<RenderEvent>();
@@ -119,6 +121,7 @@ export class Renderer {
     private readonly options: Required<Omit<RendererOptions, 'emit' | 'model' | 'device'>> & Pick<RendererOptions, 'emit'>,
   ) {
     this.currentPolicy = options.policy;
+    this.stepCount = settings.unet ? planImg2Img(settings.unet.ddim).timesteps.length : 0;
     this.events = this.subject.asObservable();
     this.frames = this.events.pipe(filter((e): e is Frame => e.type === 'frame'));
   }
@@ -128,7 +131,13 @@ export class Renderer {
     const settings = readRenderSettings(options.model);
     const device = options.device ?? 'cpu';
     const vae = await VaeDecoder.load(settings.vae, settings.latentShape, device);
-    const unet = settings.unet ? await Unet.load(settings.unet, settings.latentShape, device) : undefined;
+    let unet: Unet | undefined;
+    try {
+      unet = settings.unet ? await Unet.load(settings.unet, settings.latentShape, device) : undefined;
+    } catch (err) {
+      await vae.release();
+      throw err;
+    }
     const latentCount = settings.latentShape.reduce((a, b) => a * b, 1);
     try {
       await warmUp('vaeDecoder', settings, () => vae.decode(new Float32Array(latentCount)));
@@ -141,6 +150,8 @@ export class Renderer {
       await unet?.release();
       throw err;
     }
+    stageLogger('render').info({ model: options.model.dir, device, steps: settings.unet ? planImg2Img(settings.unet.ddim).timesteps.length : 0,
+      policy: options.policy ?? 'latest' }, 'renderer ready');
     return new Renderer(settings, vae, unet, {
       policy: options.policy ?? 'latest',
       seed: options.seed ?? 0,
@@ -161,11 +172,6 @@ export class Renderer {
 
   get skipped(): SkipCounters {
     return { ...this.counters };
-  }
-
-  /** img2img steps a final trial gets (0 without a UNet). */
-  get stepCount(): number {
-    return this.settings.unet ? planImg2Img(this.settings.unet.ddim).timesteps.length : 0;
   }
 
   /** Queues the frames for one Decoded event; returns at once. Bad input becomes a warning. */
@@ -230,9 +236,17 @@ export class Renderer {
     await this.finish();
   }
 
+  /** Marks a trial done and drops its latents and image bytes, which a long run would pile up. */
+  private markFinished(trial: TrialState): void {
+    trial.finished = true;
+    trial.refinement = undefined;
+    trial.lastImage = undefined;
+  }
+
   private async finish(): Promise<void> {
     if (this.completed) return;
     this.completed = true;
+    this.log.info({ trials: this.trials.size, skipped: this.counters, policy: this.currentPolicy }, 'renderer stopped');
     this.subject.complete();
     await this.vae.release();
     await this.unet?.release();
@@ -301,7 +315,7 @@ export class Renderer {
       if (err instanceof StopError) return;
       const index = this.refineQueue.indexOf(trial);
       if (index >= 0) this.refineQueue.splice(index, 1);
-      trial.finished = true;
+      this.markFinished(trial);
       const decoded = trial.finalDecoded ?? trial.pendingLowLevel;
       const message = `Rendering trial ${trial.trialId} failed; it gets no further frames. ${(err as Error).message}`;
       this.log.error({ err, trialId: trial.trialId }, 'render job failed');
@@ -324,7 +338,7 @@ export class Renderer {
     if (provisional) return;
     if (refinement === undefined) {
       this.sendFrame(trial, decoded, 'final', false, 0, 0, image, nowMs());
-      trial.finished = true;
+      this.markFinished(trial);
       return;
     }
     trial.refinement = refinement;
@@ -363,7 +377,7 @@ export class Renderer {
     const finalStartMs = nowMs();
     const finalImage = await this.decodeToImage(run.sample);
     this.sendFrame(trial, decoded, 'final', false, run.stepCount, run.stepCount, finalImage, finalStartMs);
-    trial.finished = true;
+    this.markFinished(trial);
   }
 
   private sendCutFinal(trial: TrialState): void {
@@ -373,7 +387,7 @@ export class Renderer {
     this.sendFrame(trial, decoded, 'final', false, run.stepsDone, run.stepCount, trial.lastImage as EncodedImage, nowMs());
     this.warn(decoded, 'skipped', `Trial ${trial.trialId}: img2img stopped after ${run.stepsDone} of ${run.stepCount} steps `
       + `because a newer trial has final betas (policy "latest"); ${resent} was sent as its final frame.`);
-    trial.finished = true;
+    this.markFinished(trial);
   }
 
   private async decodeToImage(latents: Float32Array): Promise<EncodedImage> {
