@@ -62,6 +62,24 @@ export function storageType(volumes: VolumeFile[]): NiftiWriteOptions['datatype'
   return 'float32';
 }
 
+/**
+ * Picks the slice timing most volumes share. The first volume can be off: GE's RTIA timer reads
+ * 0 for several slices of the first volume in some real-time exports.
+ */
+export function commonSliceTiming(volumes: VolumeFile[]): number[] | undefined {
+  const counts = new Map<string, { timing: number[]; count: number }>();
+  for (const v of volumes) {
+    if (v.sliceTimingSec === undefined) continue;
+    const key = v.sliceTimingSec.map((t) => t.toFixed(4)).join(',');
+    const entry = counts.get(key) ?? { timing: v.sliceTimingSec, count: 0 };
+    entry.count++;
+    counts.set(key, entry);
+  }
+  let best: { timing: number[]; count: number } | undefined;
+  for (const entry of counts.values()) if (best === undefined || entry.count > best.count) best = entry;
+  return best?.timing;
+}
+
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -117,7 +135,7 @@ export async function run(argv: string[]): Promise<number> {
     SeriesNumber: series.seriesNumber,
     SeriesDescription: first.seriesDescription,
     RepetitionTime: trSec > 0 ? trSec : undefined,
-    SliceTiming: first.sliceTimingSec,
+    SliceTiming: commonSliceTiming(volumes),
     SourceFormat: first.format,
     VolumeIndices: volumes.map((v) => v.volIdx),
     ConversionSoftware: 'mindeye-rt convert',
