@@ -95,7 +95,8 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   validateOptions(opts);
   const log = logger.child({ stage: 'dashboard' });
   const limits = opts.clientLimits ?? DEFAULT_LIMITS;
-  const state = new DashboardState();
+  // Replaced when a new run starts (a replay started again from the page).
+  let state = new DashboardState();
   const viewers = new Set<ClientChannel>();
   const feedback = new FeedbackHub({ onInput: (input) => session.onFeedbackInput(input), isSimulated: () => session.simulated || state.run?.simulated === true, limits });
   const mosaics = new MosaicScheduler(session.mask, opts.mosaicIntervalMs ?? 200, (message) => broadcast(message, 'droppable'));
@@ -243,9 +244,16 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   };
 
   const onEvent = (event: PipelineEvent): void => {
+    const newRun = event.type === 'run-info' && state.run !== undefined && state.run.runId !== event.runId;
+    if (newRun) state = new DashboardState();
     const warningsBefore = state.warningTotal;
     state.apply(event);
-    forwardToViewers(event);
+    if (newRun) {
+      log.info({ runId: event.runId }, 'new run: viewers get a fresh snapshot');
+      for (const channel of viewers) sendViewerSnapshot(channel);
+    } else {
+      forwardToViewers(event);
+    }
     for (const warning of state.warningsSince(warningsBefore)) broadcast({ type: 'warning', warning }, 'essential');
     feedback.publish(event);
     scheduleSummary();

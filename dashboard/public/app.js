@@ -174,9 +174,13 @@ function isGalleryImage(trialId, frame) {
   return galleryRendered.get(trialId) === frame.url;
 }
 
+/** Keeps the images of the newest 60 trials; a displayed image stays visible after its URL is revoked. */
 function pruneImages() {
   const ids = [...view.images.keys()].sort((a, b) => a - b);
-  for (const id of ids.slice(0, Math.max(0, ids.length - 60))) view.images.delete(id);
+  for (const id of ids.slice(0, Math.max(0, ids.length - 60))) {
+    for (const frame of Object.values(view.images.get(id))) URL.revokeObjectURL(frame.url);
+    view.images.delete(id);
+  }
 }
 
 // ---- controls ------------------------------------------------------------------------------
@@ -253,6 +257,7 @@ function renderHeader() {
   const parts = run ? [run.runId, run.subject && `sub ${run.subject}`, run.session && `ses ${run.session}`, run.run && `run ${run.run}`].filter(Boolean) : [];
   document.getElementById('run-label').textContent = run ? `${parts.join(' · ')} — ${run.source}` : 'waiting for the session…';
   document.getElementById('simulated-badge').hidden = !isSimulated();
+  document.body.classList.toggle('simulated', isSimulated());
   document.querySelector('.simulated-note').hidden = !isSimulated();
   const state = view.status.state || '–';
   setValue('status-state', view.status.state, state);

@@ -202,6 +202,26 @@ describe('dashboard server', () => {
     client.close();
   });
 
+  test('new run sends a fresh snapshot', async () => {
+    const other = new TestSession();
+    const otherHandle = await startDashboard(other, { host: '127.0.0.1', port: 0, token: TOKEN });
+    try {
+      await emitHaxbyVolumes(other, 'first-run', { maxVolumes: 5 });
+      const client = await RecordingClient.connect(wsUrl(otherHandle, '/stream'));
+      await client.waitFor(() => client.json('snapshot').length === 1, 'the first snapshot');
+      await emitHaxbyVolumes(other, 'second-run', { maxVolumes: 3 });
+      await client.waitFor(() => client.json('snapshot').length === 2, 'the snapshot of the new run');
+      const second = client.json('snapshot')[1].state as { run: { runId: string }; motion: unknown[] };
+      assert.equal(second.run.runId, 'second-run');
+      await client.waitFor(() => client.json('motion').length >= 3, 'the new run\'s motion points');
+      const motion = client.json('motion').map((m) => (m.point as { volIdx: number }).volIdx);
+      assert.deepEqual(motion.slice(-3), [0, 1, 2]);
+      client.close();
+    } finally {
+      await otherHandle.close();
+    }
+  });
+
   test('status change is broadcast', async () => {
     const client = await RecordingClient.connect(wsUrl(handle, '/stream'));
     await client.waitFor(() => client.json('snapshot').length === 1, 'the snapshot');
