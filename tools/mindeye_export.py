@@ -76,10 +76,8 @@ def export_mindeye1(args, out, manifest):
     state = read_state_dict(path)
     bare = 'lin0.0.weight' in state and not any(k.startswith('voxel2clip.') for k in state)
     prefix = '' if bare else 'voxel2clip.'
-    lin0 = require_key(state, prefix + 'lin0.0.weight', path, 'MindEye1 voxel2clip')
-    lin1 = require_key(state, prefix + 'lin1.weight', path, 'MindEye1 voxel2clip')
-    hidden, voxels = lin0.shape
-    out_dim = lin1.shape[0]
+    hidden, voxels = require_key(state, prefix + 'lin0.0.weight', path, 'MindEye1 voxel2clip').shape
+    out_dim = require_key(state, prefix + 'lin1.weight', path, 'MindEye1 voxel2clip').shape[0]
     has_projector = prefix + 'projector.0.weight' in state
     clip_size = state[prefix + 'projector.0.weight'].shape[0] if has_projector else (768 if out_dim % 768 == 0 else out_dim)
     check_sizes(args, path, hidden, voxels)
@@ -93,10 +91,12 @@ def export_mindeye1(args, out, manifest):
     else:
         net, timesteps = build_prior_net(state, path, args)
         prior = me1.BrainDiffusionPrior(voxel2clip, net, timesteps)
+        # The checkpoint's schedule buffers, when present, replace the recomputed ones.
         strict_load(prior, state, path, 'MindEye1 diffusion prior (with voxel2clip)',
                     optional=lambda k: k.endswith('rotary_emb.freqs') or k.startswith('noise_scheduler.')
                     or k == 'voxel2clip.temp')
-        # The checkpoint's schedule buffers, when present, replace the recomputed ones.
+    # The module holds its own copy now; dropping the checkpoint tensors saves one model size of memory.
+    state.clear()
     manifest['voxels'] = {'count': int(voxels)}
     heads = manifest['heads']
     x = torch.randn(2, voxels)
@@ -163,8 +163,7 @@ def export_lowlevel(args, out, heads, voxels):
     path = args.lowlevel_checkpoint
     from mindeye.vae_decoder import rename_legacy_attention_keys
     state = rename_legacy_attention_keys(read_state_dict(path))
-    lin0 = require_key(state, 'lin0.0.weight', path, 'MindEye1 low-level head')
-    hidden, ll_voxels = lin0.shape
+    hidden, ll_voxels = require_key(state, 'lin0.0.weight', path, 'MindEye1 low-level head').shape
     check_sizes(args, path, hidden, ll_voxels)
     if ll_voxels != voxels:
         raise ExportError('MODEL_VOXELS_MISMATCH', 'The low-level checkpoint takes another voxel count than the backbone.',
@@ -173,6 +172,7 @@ def export_lowlevel(args, out, heads, voxels):
     model = me1.Voxel2StableDiffusionModel(ll_voxels, h=hidden, n_blocks=count_indexed(state, 'mlp.', '.0.weight'),
                                            use_cont='maps_projector.0.weight' in state)
     strict_load(model, state, path, 'MindEye1 low-level head (Voxel2StableDiffusionModel, 4x upsampler)')
+    state.clear()
     files = export_onnx(model, (torch.randn(2, ll_voxels),), os.path.join(out, 'lowlevel.onnx'), ['voxels'],
                         ['latents'], {'voxels': BATCH_AXIS, 'latents': BATCH_AXIS}, fp16=args.fp16)
     heads['lowLevel'] = head(files, 'voxels', 'voxels', 'latents', args, latentShape=[4, 64, 64])
@@ -203,6 +203,7 @@ def export_mindeye2(args, out, manifest):
                'backbone.b_maps_projector.', 'backbone.bdropout.')
     strict_load(module, state, path, 'MindEye2 ridge + backbone', ignored=lambda k: k.startswith(skipped))
     skipped_count = sum(1 for k in state if k.startswith(skipped))
+    state.clear()
     if skipped_count:
         sys.stderr.write(f'mindeye_export: {skipped_count} tensors of the MindEye2 prior and blurry branch '
                          'are not exported (not supported yet, see docs/models.md)\n')

@@ -4,8 +4,8 @@
  * JPEG thumbnails) is written into a model directory whose manifest gains an `imageBank` entry.
  *
  * Encoder input: [B, 3, S, S] float32 RGB (S = imageEncoder.inputSize), resized with sharp
- * (cover, centre crop), scaled to [0, 1] and then normalized as imageEncoder.normalize says:
- * "clip" (OpenAI CLIP mean and std, the default), "unit" (kept in [0, 1]) or "signed" ([-1, 1]).
+ * (cover, centre crop) and scaled to [0, 1]. imageEncoder.normalize then selects "clip" (OpenAI
+ * CLIP mean and std, the default), "unit" (kept in [0, 1]) or "signed" ([-1, 1]).
  * The output is flattened per image, so a [B, 257, 768] encoder gives 197,376-wide rows.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -114,7 +114,10 @@ async function toEncoderInput(source: { input: Buffer; raw?: { width: number; he
   for (let p = 0; p < plane; p++) {
     for (let c = 0; c < 3; c++) {
       const unit = data[p * 3 + c] / 255;
-      out[c * plane + p] = normalize === 'clip' ? (unit - CLIP_MEAN[c]) / CLIP_STD[c] : normalize === 'signed' ? unit * 2 - 1 : unit;
+      let value = unit;
+      if (normalize === 'clip') value = (unit - CLIP_MEAN[c]) / CLIP_STD[c];
+      else if (normalize === 'signed') value = unit * 2 - 1;
+      out[c * plane + p] = value;
     }
   }
   return out;

@@ -7,8 +7,8 @@
  * into one call when more than one is ready.
  *
  * CUDA: onnxruntime-node ships its CUDA provider (libonnxruntime_providers_cuda.so and
- * libonnxruntime_providers_shared.so) outside the npm package; its install script downloads
- * them from NuGet (Microsoft.ML.OnnxRuntime.Gpu.Linux), which this project skips through
+ * libonnxruntime_providers_shared.so) outside the npm package. Its install script downloads
+ * them from NuGet (Microsoft.ML.OnnxRuntime.Gpu.Linux), a step this project skips through
  * `onnxruntime-node-install=skip` in .npmrc. docs/models.md gives the install command.
  */
 import * as ort from 'onnxruntime-node';
@@ -43,10 +43,10 @@ export function detectCudaProvider(): CudaProviderStatus {
   const require = createRequire(import.meta.url);
   const pkgDir = dirname(require.resolve('onnxruntime-node/package.json'));
   const binDir = join(pkgDir, 'bin', 'napi-v6', process.platform, process.arch);
-  const wanted = ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'];
+  const required = ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'];
   const missing = process.platform === 'linux' && process.arch === 'x64'
-    ? wanted.filter((name) => !existsSync(join(binDir, name)))
-    : wanted;
+    ? required.filter((name) => !existsSync(join(binDir, name)))
+    : required;
   return { available: missing.length === 0, binDir, missing };
 }
 

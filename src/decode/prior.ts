@@ -2,9 +2,9 @@
  * Diffusion prior sampling: turns a backbone latent (the brain embedding, [B, T, D]) into an
  * image embedding by running the prior's denoiser once per timestep.
  *
- * This is DALLE2-pytorch's DiffusionPrior loop as MindEye1 uses it: the denoiser predicts the
- * clean embedding (x_start); DDPM runs over all `timesteps`, DDIM (eta 1 by default) over fewer
- * steps; classifier-free guidance mixes a conditioned and an unconditioned prediction,
+ * This is DALLE2-pytorch's DiffusionPrior loop as MindEye1 uses it. The denoiser predicts the
+ * clean embedding (x_start). DDPM runs over all `timesteps`, and DDIM (eta 1 by default) over
+ * fewer steps. Classifier-free guidance mixes a conditioned and an unconditioned prediction,
  * `null + (cond - null) * guidance`, both computed in one denoiser call of batch 2B. The
  * schedule coefficients are the float32 values the checkpoint stores (prior_schedule.json).
  *
@@ -161,9 +161,9 @@ export function arrayNoise(initial: Float32Array, steps: Float32Array): NoiseSou
   };
 }
 
-function noiseSizeError(which: string, got: number, wanted: number): MindeyeError {
+function noiseSizeError(block: string, length: number, expectedLength: number): MindeyeError {
   return new MindeyeError('MODEL_SHAPE_MISMATCH', 'The noise array is too short for the sampling run.', {
-    field: `noise ${which}`, value: `${got} values`, expected: `at least ${wanted}`,
+    field: `noise ${block}`, value: `${length} values`, expected: `at least ${expectedLength}`,
     fix: 'pass one [B, T, D] block for the start and one per update',
   });
 }
@@ -197,8 +197,8 @@ export interface SampleOptions {
   tokens: number;
   dim: number;
   /**
-   * DALLE2's `timesteps` argument: `schedule.numTimesteps` (or more) runs DDPM with one denoiser
-   * call per timestep; fewer runs DDIM, which makes steps - 1 calls because its last time point is -1.
+   * DALLE2's `timesteps` argument. `schedule.numTimesteps` (or more) runs DDPM with one denoiser
+   * call per timestep. Fewer runs DDIM, which makes steps - 1 calls because its last time point is -1.
    */
   steps: number;
   /** Classifier-free guidance scale; 1 runs only the conditioned prediction. */

@@ -72,7 +72,7 @@ function ranked(scores: Float64Array): number[] {
   return Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
 }
 
-/** The k bank entries most similar to `embedding`, best first. */
+/** Returns the k bank entries most similar to `embedding`, best first. */
 export function topK(embedding: Float32Array, bank: EmbeddingBank, k: number): Match[] {
   if (!Number.isInteger(k) || k < 1) {
     throw new MindeyeError('CLI_USAGE', 'Invalid k for top-k retrieval.', { field: 'k', value: k, expected: 'a positive integer', fix: 'pass k >= 1' });
