@@ -247,6 +247,11 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     });
   }
   const maxQueue = opts.maxQueue ?? 4;
+  if (!Number.isInteger(maxQueue) || maxQueue < 1) {
+    throw new MindeyeError('INGEST_INVALID', 'Invalid push queue length.', {
+      field: 'maxQueue (--max-queue)', value: opts.maxQueue, expected: 'an integer >= 1', fix: 'pass --max-queue 4, or leave it out',
+    });
+  }
   const log = stageLogger('ingest-push');
   const queue: Queued[] = [];
   const stats: PushStats = { received: 0, delivered: 0, rejected: 0, queued: 0, maxQueued: 0, pauses: 0, noticesDropped: 0 };

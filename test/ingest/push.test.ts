@@ -112,6 +112,12 @@ describe('push ingest guards', () => {
     await server.app.close();
   });
 
+  it('rejects an invalid queue length or empty token', () => {
+    assert.throws(() => pushIngest({ token: TOKEN, maxQueue: Number('abc') }), /Invalid push queue length\.[\s\S]*value: NaN[\s\S]*expected: an integer >= 1/);
+    assert.throws(() => pushIngest({ token: TOKEN, maxQueue: 0 }), /Invalid push queue length/);
+    assert.throws(() => pushIngest({ token: '' }), /The push ingest needs a session token/);
+  });
+
   it('rejects a missing token with 401', async () => {
     const { status, body } = await refusedUpgrade(server.url);
     assert.equal(status, 401);
