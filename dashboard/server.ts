@@ -151,7 +151,13 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
     schema: { params: { type: 'object', properties: { kind: { enum: ['stimulus', 'candidate'] }, id: { type: 'string', minLength: 1, maxLength: 256 } }, required: ['kind', 'id'] } },
   }, async (request, reply) => {
     const { kind, id } = request.params;
-    const bytes = await session.image(kind as 'stimulus' | 'candidate', id);
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = await session.image(kind as 'stimulus' | 'candidate', id);
+    } catch (err) {
+      log.error({ err, kind, id }, 'session failed to read an image');
+      return reply.code(500).send({ error: 'image-failed', message: `reading ${kind} image "${id}" failed: ${(err as Error).message}` });
+    }
     if (bytes === undefined) return reply.code(404).send({ error: 'not-found', message: `no ${kind} image with id "${id}" in this session` });
     return reply.type('image/jpeg').header('cache-control', 'private, max-age=3600').send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   });

@@ -51,6 +51,7 @@ export class TestSession implements DashboardSession {
   }
 
   async image(kind: 'stimulus' | 'candidate', id: string): Promise<Uint8Array | undefined> {
+    if (id === 'unreadable') throw new Error('HDF5 read failed at row 12');
     return this.images.get(`${kind}/${id}`);
   }
 

@@ -141,6 +141,9 @@ describe('dashboard server', () => {
     assert.equal(missing.status, 404);
     const badKind = await fetch(`${httpBase(handle)}/api/image/mask/face`);
     assert.equal(badKind.status, 400);
+    const failed = await fetch(`${httpBase(handle)}/api/image/stimulus/unreadable`);
+    assert.equal(failed.status, 500);
+    assert.match(((await failed.json()) as { message: string }).message, /reading stimulus image "unreadable" failed: HDF5 read failed/);
   });
 
   test('late client receives the state snapshot', async () => {
