@@ -33,7 +33,7 @@ import { isMindeyeError, MindeyeError } from '../errors.ts';
 import { nowMs, type Shape3, type Volume, type WarningKind } from '../events.ts';
 import { stageLogger } from '../log.ts';
 import {
-  assembleSlices, decodeScannerFile, identifyPartial, IncompleteFileError, isCompanionFile, peekSeries,
+  assembleSlices, decodeScannerFile, FORMAT_OPTIONS, identifyPartial, IncompleteFileError, isCompanionFile, peekSeries,
   type FormatOption, type SliceFile, type VolumeFile,
 } from './dicom/index.ts';
 import type { Source, SourceContext, SourceEvent } from './source.ts';
@@ -83,7 +83,28 @@ interface Tracked {
   timer?: NodeJS.Timeout;
 }
 
+/** Throws CLI_USAGE for an option value that would make the watcher misbehave (NaN timers, an unknown format). */
+function checkOptions(opts: WatchOptions): void {
+  const bad = (field: string, value: unknown, expected: string): never => {
+    throw new MindeyeError('CLI_USAGE', 'Invalid folder-watch option.', { field, value, expected, fix: 'see mindeye-rt watch --help' });
+  };
+  if (opts.format !== undefined && !FORMAT_OPTIONS.includes(opts.format)) bad('format', opts.format, FORMAT_OPTIONS.join(', '));
+  const durations: [string, number | undefined][] = [
+    ['gapTimeoutMs', opts.gapTimeoutMs], ['stableMs', opts.stableMs], ['corruptTimeoutMs', opts.corruptTimeoutMs], ['rescanMs', opts.rescanMs],
+  ];
+  for (const [field, value] of durations) {
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) bad(field, value, 'a number of milliseconds >= 0');
+  }
+  if (opts.rescanMs !== undefined && opts.rescanMs < 10) bad('rescanMs', opts.rescanMs, 'at least 10 ms');
+  if (opts.series !== undefined && !(Number.isInteger(opts.series) && opts.series >= 0)) bad('series', opts.series, 'an integer >= 0');
+  if (opts.trSec !== undefined && !(opts.trSec > 0)) bad('trSec', opts.trSec, 'a positive number of seconds');
+  if (opts.expectedVolumes !== undefined && !(Number.isInteger(opts.expectedVolumes) && opts.expectedVolumes >= 1)) {
+    bad('expectedVolumes', opts.expectedVolumes, 'an integer >= 1');
+  }
+}
+
 export function watchSource(opts: WatchOptions): WatchSource {
+  checkOptions(opts);
   const fileTimes = new Map<string, FileTiming>();
   const source = ((ctx: SourceContext) =>
     new Observable<SourceEvent>((subscriber) => new FolderWatcher(opts, ctx, subscriber, fileTimes).start())) as WatchSource;

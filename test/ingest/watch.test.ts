@@ -266,6 +266,16 @@ describe('watch of a live export', () => {
     assert.deepEqual(log.labels(), []);
   });
 
+  it('rejects invalid options', () => {
+    const dir = scratchDir('options');
+    assert.throws(() => watchSource({ dir, gapTimeoutMs: Number('5s') }), /Invalid folder-watch option\.[\s\S]*field: gapTimeoutMs[\s\S]*value: NaN/);
+    assert.throws(() => watchSource({ dir, format: 'dicom' as never }), /field: format[\s\S]*expected: auto, siemens, siemens-xa, ge, philips, nifti/);
+    assert.throws(() => watchSource({ dir, series: -1 }), /field: series/);
+    assert.throws(() => watchSource({ dir, trSec: 0 }), /field: trSec/);
+    assert.throws(() => watchSource({ dir, expectedVolumes: 2.5 }), /field: expectedVolumes/);
+    assert.throws(() => watchSource({ dir, rescanMs: 0 }), /field: rescanMs[\s\S]*at least 10 ms/);
+  });
+
   it('fails clearly on a missing folder', async () => {
     const log = watchLog({ dir: join(scratchDir('missing'), 'not-there') });
     await sleep(20);
