@@ -23,7 +23,7 @@ import type { LoadedModel } from '../decode/model.ts';
 import { MotionCorrector, assertSameGrid, motionCorrectorFromNifti } from '../preprocess/motion.ts';
 import { loadMask } from '../preprocess/mask.ts';
 import { readNiftiHeader } from '../io/nifti.ts';
-import { createRenderer, renderWith } from '../render/renderer.ts';
+import { modelMakesFrames, renderStage } from '../render/stage.ts';
 import { pixCorr, ssim } from '../render/metrics.ts';
 import type { SessionFlags } from './flags.ts';
 
@@ -100,31 +100,10 @@ export async function addImageMetrics(collector: ReportCollector, stimuli: LazyI
   }
 }
 
+/** The render stage when the model makes frames (lowLevel and vaeDecoder heads), else none. */
 export function renderStageFor(device: SessionFlags['device']): SessionConfig['render'] {
-  return (decoded$: Observable<Decoded>, ctx: { model: LoadedModel; publish(e: PipelineEvent): void; collector: ReportCollector; pacer: Pacer }) => {
-    if (!ctx.model.manifest.heads.vaeDecoder) return decoded$;
-    return new Observable<unknown>((subscriber) => {
-      let inner: { unsubscribe(): void } | undefined;
-      let cancelled = false;
-      // At max speed an older trial's refinement is cut short for a newer one ('latest');
-      // at any paced speed every trial gets its full img2img sequence ('complete').
-      const policy = ctx.pacer.speed.kind === 'max' ? 'latest' : 'complete';
-      createRenderer({ model: ctx.model, device, policy, emit: (e) => ctx.publish(e) }).then((renderer) => {
-        if (cancelled) { void renderer.close(); return; }
-        inner = decoded$.pipe(renderWith(renderer)).subscribe({
-          next: (e) => subscriber.next(e),
-          error: (err) => subscriber.error(err),
-          complete: () => {
-            const skipped = renderer.skipped;
-            ctx.collector.skipped.img2img += skipped.img2img;
-            ctx.collector.skipped.previews += skipped.previews;
-            subscriber.complete();
-          },
-        });
-      }, (err) => subscriber.error(err));
-      return () => { cancelled = true; inner?.unsubscribe(); };
-    });
-  };
+  const stage = renderStage({ device });
+  return (decoded$, ctx) => (modelMakesFrames(ctx.model) ? stage(decoded$, ctx) : decoded$);
 }
 
 /** The analysis mask on the volume grid, for the dashboard's outline; undefined when unknown. */

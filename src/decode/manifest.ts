@@ -32,7 +32,10 @@
  * - vaeDecoder: `scale` (latents are divided by it before decoding), `imageSize` ([H, W]),
  *   `outputRange` ([-1, 1] or [0, 1]: the pixel range of the decoded image; default [-1, 1]).
  * - unet: `scheduler`, `steps`, `strength`, `guidance`, `trainTimesteps`, `betaSchedule`,
- *   `betaStart`, `betaEnd`, `condDim`.
+ *   `betaStart`, `betaEnd`, `condDim`, `timestepSpacing` ("leading" | "trailing"),
+ *   `stepsOffset`, `setAlphaToOne`, `prediction` ("epsilon"), `nullCondition` ("zeros" or a
+ *   float32 file), `conditionInput` ("prior" | "retrieval"), and the tensor names `inputName`,
+ *   `timestepName`, `conditionName`.
  * - imageEncoder: `inputSize`, `dim`, `space`, `normalize` ("clip" (default), "unit" or
  *   "signed"); its `input` is "image" (NCHW RGB), read by `mindeye-rt bank` (src/cli/bank.ts).
  *   NOTE: loadManifest still rejects "image" as an input, so an imageEncoder head belongs in
