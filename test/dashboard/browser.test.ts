@@ -23,6 +23,8 @@ interface Report {
   trials: { trialId: number; stimulusId: string; frames: number; final?: { retrievalRank?: number } }[];
   summary: {
     volumesProcessed: number;
+    volumesFlagged: number;
+    gaps: number;
     trialsDecoded: number;
     retrievalTop1?: number;
     latencyMs: Record<string, { p50: number; p95: number }>;
@@ -136,8 +138,14 @@ test('dashboard in chromium matches the replay report', { timeout: 240_000 }, as
     }
     assert.ok((await page.locator('#retrieval-list li').count()) > 0, 'retrieval panel lists candidates');
 
-    // Motion: one point per processed volume.
+    // Motion and quality: one point per processed volume, and the same flagged and gap counts.
     assert.equal(await numberAt(page, '#motion-count'), report.summary.volumesProcessed);
+    const chipCount = async (kind: string): Promise<number> => {
+      const chip = page.locator(`#warning-counts .chip[data-kind="${kind}"]`);
+      return (await chip.count()) === 0 ? 0 : Number(await chip.getAttribute('data-value'));
+    };
+    assert.equal(await chipCount('flagged'), report.summary.volumesFlagged, 'flagged volumes match the report');
+    assert.equal(await chipCount('gap'), report.summary.gaps, 'gaps match the report');
 
     // Latency: every stage of the report that the page lists has the same p50 and p95.
     const stages = await page.locator('#latency-table tbody tr').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.stage!));
