@@ -21,7 +21,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import type { Observable, Subscription as RxSubscription } from 'rxjs';
@@ -101,7 +101,13 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   const feedback = new FeedbackHub({ onInput: (input) => session.onFeedbackInput(input), isSimulated: () => session.simulated || state.run?.simulated === true, limits });
   const mosaics = new MosaicScheduler(session.mask, opts.mosaicIntervalMs ?? 200, (message) => broadcast(message, 'droppable'));
 
-  const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
+  // Per-request logs are off because asset and image requests would flood the log. The hooks
+  // below log rejected requests and control actions.
+  const app: FastifyInstance = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 64 * 1024,
+  });
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
 
   // Viewing rule for everything but control, which checks its own (stricter) rule.
