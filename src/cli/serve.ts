@@ -2,7 +2,7 @@
 import Fastify from 'fastify';
 import websocket from '@fastify/websocket';
 import { pushIngest } from '../ingest/push.ts';
-import { withDesign } from '../ingest/with-design.ts';
+import { asScannerInput, withDesign } from '../ingest/with-design.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
 import { runLiveSession } from './live.ts';
@@ -44,19 +44,19 @@ export async function run(argv: string[]): Promise<number> {
   );
   if (!session.dashboard) {
     const app = Fastify({ logger: false });
-    await app.register(websocket);
+    await app.register(websocket, { options: { maxPayload: 256 * 1024 * 1024 } });
     await app.register(ingest.plugin);
     const address = await app.listen({ host: session.host, port: session.port });
     process.stdout.write(`serve: ingest at ${address.replace('http', 'ws')}/ingest (token ${token}); recording to ${session.recordTo}\n`);
     try {
-      return await runLiveSession({ source: withDesign(source, designFromFlags(values)), processing, session, keepServing: false, label: 'serve' });
+      return await runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve' });
     } finally {
       await app.close();
     }
   }
   process.stdout.write(`serve: ingest at ws://${session.host}:${session.port}/ingest (token ${token}); recording to ${session.recordTo}\n`);
   return runLiveSession({
-    source: withDesign(source, designFromFlags(values)), processing, session, keepServing: false, label: 'serve',
+    source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve',
     plugins: [ingest.plugin],
   });
 }

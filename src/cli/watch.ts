@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { MindeyeError } from '../errors.ts';
 import { watchSource } from '../ingest/watch.ts';
-import { withDesign } from '../ingest/with-design.ts';
+import { asScannerInput, withDesign } from '../ingest/with-design.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
 import { runLiveSession } from './live.ts';
@@ -19,11 +19,13 @@ sessions/<date-time>/ unless --record-to says otherwise.
 
 Folder:
   --dir DIR                the export folder to watch
-  --format F               file format (default auto: detected from the first file)
+  --format F               file format (default auto: detected from each file's bytes)
   --series N               series number to take (default: the first new series)
   --include-existing       also take files already in the folder when watching starts
   --tr S                   repetition time in seconds for files that do not record it
   --gap-timeout-ms MS      wait for a missing volume this long (default 5000)
+  --stable-ms MS           quiet time after a file event before it is read (default 30)
+  --corrupt-timeout-ms MS  report a file that stays incomplete this long as corrupt (default 2000)
 
 ${DESIGN_HELP}
 
@@ -37,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
     ...PROCESSING_FLAGS, ...SESSION_FLAGS, ...DESIGN_FLAGS,
     dir: { type: 'string' }, format: { type: 'string', default: 'auto' }, series: { type: 'string' },
     'include-existing': { type: 'boolean', default: false }, tr: { type: 'string' }, 'gap-timeout-ms': { type: 'string' },
+    'stable-ms': { type: 'string' }, 'corrupt-timeout-ms': { type: 'string' },
   }, 'watch');
   if (values.dir === undefined || !existsSync(String(values.dir))) {
     throw new MindeyeError('CLI_USAGE', 'The folder to watch does not exist.', { field: '--dir', value: values.dir, fix: 'create the export folder or correct --dir' });
@@ -56,8 +59,10 @@ export async function run(argv: string[]): Promise<number> {
     includeExisting: values['include-existing'] === true,
     trSec: values.tr !== undefined ? Number(values.tr) : undefined,
     gapTimeoutMs: values['gap-timeout-ms'] !== undefined ? Number(values['gap-timeout-ms']) : undefined,
+    stableMs: values['stable-ms'] !== undefined ? Number(values['stable-ms']) : undefined,
+    corruptTimeoutMs: values['corrupt-timeout-ms'] !== undefined ? Number(values['corrupt-timeout-ms']) : undefined,
     expectedVolumes: expectedVolumesFromFlags(values),
   });
   process.stdout.write(`watching ${values.dir}; recording to ${session.recordTo}\n`);
-  return runLiveSession({ source: withDesign(source, designFromFlags(values)), processing, session, keepServing: false, label: 'watch' });
+  return runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'watch' });
 }

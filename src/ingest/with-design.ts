@@ -27,3 +27,11 @@ export function withDesign(source: Source, design: DesignSpec | undefined): Sour
     }),
   );
 }
+
+/**
+ * Marks a live source's runs as scanner data that still needs motion correction, so that
+ * `--motion auto` turns it on for watch and serve sessions.
+ */
+export function asScannerInput(source: Source): Source {
+  return (ctx) => source(ctx).pipe(map((e) => (e.type === 'run-info' ? { ...e, motionCorrection: true } : e)));
+}
