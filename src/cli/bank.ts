@@ -10,7 +10,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import sharp from 'sharp';
 import { MindeyeError } from '../errors.ts';
 import { loadManifest, type LoadedManifest, type ModelManifest } from '../decode/manifest.ts';
@@ -248,21 +248,26 @@ export async function buildBank(opts: BankOptions): Promise<{ count: number; dim
   }
 }
 
+/** Parses flags strictly; an unknown flag or a stray argument is a usage error, not a stack trace. */
+function parseCommandLine<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new MindeyeError('CLI_USAGE', (err as Error).message, { fix: 'see mindeye-rt bank --help' });
+  }
+}
+
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      images: { type: 'string' },
-      encoder: { type: 'string' },
-      out: { type: 'string' },
-      ids: { type: 'string' },
-      limit: { type: 'string' },
-      'thumb-size': { type: 'string' },
-      batch: { type: 'string' },
-      device: { type: 'string', default: 'cpu' },
-    },
-    strict: true,
-  });
+  const { values } = parseCommandLine(argv, {
+    images: { type: 'string' },
+    encoder: { type: 'string' },
+    out: { type: 'string' },
+    ids: { type: 'string' },
+    limit: { type: 'string' },
+    'thumb-size': { type: 'string' },
+    batch: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+  } as const);
   for (const flag of ['images', 'encoder', 'out'] as const) {
     if (values[flag] === undefined) throw usage(`Missing --${flag}.`, `--${flag}`, undefined, 'a path');
   }

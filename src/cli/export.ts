@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { MindeyeError, type ErrorCode } from '../errors.ts';
 import { loadManifest } from '../decode/manifest.ts';
 import { logger } from '../log.ts';
@@ -139,22 +139,27 @@ function usage(summary: string, field: string, value: unknown, expected: string)
   return new MindeyeError('CLI_USAGE', summary, { field, value, expected, fix: 'see mindeye-rt export --help' });
 }
 
+/** Parses flags strictly; an unknown flag or a stray argument is a usage error, not a stack trace. */
+function parseCommandLine<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new MindeyeError('CLI_USAGE', (err as Error).message, { fix: 'see mindeye-rt export --help' });
+  }
+}
+
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      checkpoint: { type: 'string' },
-      arch: { type: 'string' },
-      subject: { type: 'string' },
-      out: { type: 'string' },
-      'lowlevel-checkpoint': { type: 'string' },
-      fp16: { type: 'boolean', default: false },
-      width: { type: 'string' },
-      'ridge-index': { type: 'string' },
-      python: { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values } = parseCommandLine(argv, {
+    checkpoint: { type: 'string' },
+    arch: { type: 'string' },
+    subject: { type: 'string' },
+    out: { type: 'string' },
+    'lowlevel-checkpoint': { type: 'string' },
+    fp16: { type: 'boolean', default: false },
+    width: { type: 'string' },
+    'ridge-index': { type: 'string' },
+    python: { type: 'string' },
+  } as const);
   for (const flag of ['checkpoint', 'arch', 'subject', 'out'] as const) {
     if (values[flag] === undefined) throw usage(`Missing --${flag}.`, `--${flag}`, undefined, 'a value');
   }
