@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Full-width MindEye1 heads with random weights: ONNX export and PyTorch CPU forward timings.
 
-Used by src/bench/full-width.ts (`mindeye-rt bench --full-width`). Builds subject 1's sizes
-(15,724 voxels; backbone 4096 wide to 257 x 768; projector; low-level head; prior denoiser of
-depth 6, 12 heads of 64), exports each head with the exporter's ONNX writer into --out, times
-PyTorch forwards at each --batch, and prints one JSON line on stdout. Needs about 4.8 GB of
+Used by src/bench/full-width.ts (`mindeye-rt bench --full-width`). The networks have subject 1's
+sizes: 15,724 voxels, a backbone 4096 wide to 257 x 768, the projector, the low-level head and
+a prior denoiser of depth 6 with 12 heads of 64. Each head is exported with the exporter's ONNX
+writer into --out, PyTorch forwards are timed at each --batch, and one JSON line goes to stdout. Needs about 4.8 GB of
 disk in --out and about 12 GB of memory while exporting the backbone.
 """
 import argparse

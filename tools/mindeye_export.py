@@ -79,7 +79,12 @@ def export_mindeye1(args, out, manifest):
     hidden, voxels = require_key(state, prefix + 'lin0.0.weight', path, 'MindEye1 voxel2clip').shape
     out_dim = require_key(state, prefix + 'lin1.weight', path, 'MindEye1 voxel2clip').shape[0]
     has_projector = prefix + 'projector.0.weight' in state
-    clip_size = state[prefix + 'projector.0.weight'].shape[0] if has_projector else (768 if out_dim % 768 == 0 else out_dim)
+    if has_projector:
+        clip_size = state[prefix + 'projector.0.weight'].shape[0]
+    elif out_dim % 768 == 0:
+        clip_size = 768
+    else:
+        clip_size = out_dim
     check_sizes(args, path, hidden, voxels)
     voxel2clip = me1.BrainNetwork(voxels, out_dim, clip_size, h=hidden,
                                   n_blocks=count_indexed(state, prefix + 'mlp.', '.0.weight'),
@@ -95,7 +100,7 @@ def export_mindeye1(args, out, manifest):
         strict_load(prior, state, path, 'MindEye1 diffusion prior (with voxel2clip)',
                     optional=lambda k: k.endswith('rotary_emb.freqs') or k.startswith('noise_scheduler.')
                     or k == 'voxel2clip.temp')
-    # The module holds its own copy now; dropping the checkpoint tensors saves one model size of memory.
+    # load_state_dict copied the tensors into the module, so freeing the checkpoint saves one model size.
     state.clear()
     manifest['voxels'] = {'count': int(voxels)}
     heads = manifest['heads']

@@ -3,7 +3,7 @@
  * onnxruntime-node (ours) next to PyTorch (Debian python3-torch), at batch 1 and batch 8.
  *
  * tools/bench_full_width.py builds the networks, exports them with the exporter's ONNX writer
- * (the 3.8 GB backbone goes to external data) and times PyTorch; then this process loads the
+ * (the 3.8 GB backbone goes to external data) and times PyTorch. Then this process loads the
  * same files with onnxruntime-node and times them. Peak RSS is read after the backbone session
  * is created: the weights load from the file path inside onnxruntime, so they never pass through
  * the JS heap. The files are deleted at the end. Needs about 12 GB of free disk and memory.

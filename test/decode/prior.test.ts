@@ -18,7 +18,7 @@ function python(code: string): unknown {
   return JSON.parse(out);
 }
 
-/** A denoiser that predicts `cond` with the conditioning kept and `uncond` without it. */
+/** Returns a denoiser that predicts `cond` with the conditioning kept and `uncond` without it. */
 function constantDenoiser(cond: number, uncond: number, calls: Array<{ rows: number; keep: number[]; t: number[] }>): Denoiser {
   return async (x, t, _brain, keep, rows) => {
     calls.push({ rows, keep: Array.from(keep), t: Array.from(t) });

@@ -28,7 +28,7 @@ def read_state_dict(path):
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ExportError('CHECKPOINT_INVALID', 'The checkpoint holds no state dict of tensors.', file=path,
+        raise ExportError('CHECKPOINT_INVALID', 'The checkpoint contains no state dict of tensors.', file=path,
                           field='(top level)', value=type(obj).__name__,
                           expected="a dict of tensors, or a dict with 'model_state_dict'",
                           fix='pass a MindEye training checkpoint, not an optimizer or config file')

@@ -97,7 +97,7 @@ class DenoiserForExport(nn.Module):
     """The denoiser with its position tables precomputed, because the token count is fixed.
 
     The relative-position buckets and rotary angles depend only on the sequence length, so they
-    become constants of the ONNX graph; the learned bias table stays a weight.
+    become constants of the ONNX graph. The learned bias table stays a weight.
     """
 
     def __init__(self, net):

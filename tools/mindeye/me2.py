@@ -4,8 +4,8 @@ the training notebook's MindEyeModule), rebuilt for export.
 - ridge.linears.<i>: Linear(V_subject, h), one per training subject.
 - backbone: n_blocks MLP-mixer blocks over (seq_len, h), Linear(h * seq_len, 256 * 1664) to
   OpenCLIP ViT-bigG/14 tokens, and `clip_proj` (the retrieval projector, width 1664).
-The blurry (low-level) branch and the diffusion prior are not rebuilt here; docs/models.md
-says what is missing.
+The blurry (low-level) branch and the diffusion prior are not rebuilt here. docs/models.md
+lists what is missing.
 """
 from torch import nn
 
