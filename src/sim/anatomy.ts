@@ -2,7 +2,7 @@
  * Anatomy and baseline of the simulated subject, taken from real EPI volumes.
  *
  * The EPI is a Siemens Prisma fit gradient-echo BOLD series (64 x 64 x 36, 3.2 x 3.2 x 3.6 mm;
- * data/anatomy/README.md). The mean of its volumes is the baseline signal; the brain mask is
+ * data/anatomy/README.md). The mean of its volumes is the baseline signal. The brain mask is
  * an Otsu threshold of that mean, reduced to its largest 6-connected component, with enclosed
  * holes filled. The `epi` grid is the native one; the `nsd` grid is NSD subj01's prepared
  * 1.8 mm grid (81 x 104 x 83), axis-aligned in RAS+ and centred on the brain, onto which the EPI is
@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { MindeyeError } from '../errors.ts';
 import type { Shape3 } from '../events.ts';
 import { readNifti } from '../io/nifti.ts';
-import { invertAffine, multiply4, resampleTrilinear } from './motion.ts';
+import { invertAffine, multiply4 } from './motion.ts';
 
 export type GridName = 'nsd' | 'epi';
 
@@ -36,9 +36,9 @@ export const BASELINE_FLOOR_FRACTION = 0.4;
 export const CORTEX_DEPTH_MM = 5;
 
 /**
- * Volume of the simulated visual cortex in mm^3. NSD subj01's nsdgeneral has 15724 voxels of
- * 1.8 mm (about 92 cm^3); this is a smaller region so that the ROI stays inside the occipital
- * part of this EPI's coverage: about 11,000 voxels on the nsd grid, 1,700 on the epi grid.
+ * Volume of the simulated visual cortex in mm^3: about 11,000 voxels on the nsd grid and 1,700
+ * on the epi grid. NSD subj01's nsdgeneral is larger (15724 voxels of 1.8 mm, about 92 cm^3),
+ * but a region that size would reach beyond the occipital part of this EPI's coverage.
  */
 export const ROI_VOLUME_MM3 = 64_000;
 
@@ -120,7 +120,7 @@ function indexToRas(affine: Float64Array, shape: Shape3, index: number): [number
   ];
 }
 
-/** Trilinear resampling from one grid to another through a target-to-source voxel map. */
+/** Resamples trilinearly from one grid to another through a target-to-source voxel map. */
 function resampleAcrossGrids(sources: Float32Array[], sourceShape: Shape3, targets: Float32Array[], targetShape: Shape3, map: Float64Array): void {
   const [sx, sy, sz] = sourceShape;
   const sxy = sx * sy;
@@ -157,7 +157,7 @@ function resampleAcrossGrids(sources: Float32Array[], sourceShape: Shape3, targe
   }
 }
 
-/** Axis-aligned RAS+ 1.8 mm affine whose grid centre is the brain's centroid. */
+/** Builds the axis-aligned RAS+ 1.8 mm affine whose grid centre is the brain's centroid. */
 function nsdGridAffine(affine: Float64Array, shape: Shape3, brain: Uint8Array): Float64Array {
   let sx = 0, sy = 0, sz = 0, count = 0;
   for (let index = 0; index < brain.length; index++) {
@@ -175,7 +175,7 @@ function nsdGridAffine(affine: Float64Array, shape: Shape3, brain: Uint8Array): 
   return out;
 }
 
-/** Otsu threshold of the positive values (256 bins). */
+/** Computes the Otsu threshold of the positive values (256 bins). */
 export function otsuThreshold(values: Float32Array): number {
   let max = 0;
   for (const v of values) if (v > max) max = v;
@@ -209,7 +209,7 @@ function neighbours(index: number, shape: Shape3, visit: (n: number) => void): v
   if (k < nz - 1) visit(index + nx * ny);
 }
 
-/** Brain mask: Otsu threshold, largest 6-connected component, enclosed holes filled. */
+/** Computes the brain mask: Otsu threshold, largest 6-connected component, enclosed holes filled. */
 export function brainMask(mean: Float32Array, shape: Shape3): Uint8Array {
   const threshold = otsuThreshold(mean);
   const above = new Uint8Array(mean.length);
@@ -277,7 +277,7 @@ function scaleBaseline(baseline: Float32Array, brain: Uint8Array): Float32Array 
   return out;
 }
 
-/** Depth of each brain voxel in voxels from the surface (1 = touches non-brain), by repeated erosion. */
+/** Computes each brain voxel's depth in voxels from the surface (1 = touches non-brain) by repeated erosion. */
 function brainDepth(brain: Uint8Array, shape: Shape3, maxDepth: number): Uint8Array {
   const depth = new Uint8Array(brain.length);
   let current = Uint8Array.from(brain);
@@ -299,7 +299,7 @@ function brainDepth(brain: Uint8Array, shape: Shape3, maxDepth: number): Uint8Ar
   return depth;
 }
 
-/** NSD-style ROI labels: -1 non-cortex, 0 cortex, 1 simulated visual cortex. */
+/** Labels the NSD-style ROI: -1 non-cortex, 0 cortex, 1 simulated visual cortex. */
 function labelRoi(brain: Uint8Array, shape: Shape3, affine: Float64Array, voxelSizeMm: [number, number, number]): Int8Array {
   const minVoxel = Math.min(...voxelSizeMm);
   const ribbonLayers = Math.max(1, Math.round(CORTEX_DEPTH_MM / minVoxel));

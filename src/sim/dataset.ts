@@ -132,7 +132,7 @@ export function planRuns(sessions: number, runsPerSession: number, testRuns: num
 }
 
 /**
- * Image ids shown in a run. Each split has one presentation sequence: the split's crops in a
+ * Returns the image ids shown in a run. Each split has one presentation sequence: the split's crops in a
  * fresh random order per pass (as many passes as needed). Run k of a split takes the next
  * trials of that sequence, so its images do not depend on which other runs are generated.
  */
@@ -208,8 +208,8 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
   const model = buildVoxelModel(seed, anatomy);
   log.info({ grid, roiVoxels: model.count, runs: selected.length }, 'simulating');
 
-  // Images to render: the test crops always (they are the first imgBrick rows and part of the
-  // reference set); every crop when any training run is generated.
+  // The test crops are always rendered, because they are the first imgBrick rows and part of the
+  // reference set. Every crop is rendered when any training run is generated.
   const needsTrain = selected.some((p) => p.split === 'train');
   const brickCount = needsTrain ? stimuli.crops.length : stimuli.testCount;
   const reference = referenceIds(stimuli);
@@ -286,7 +286,7 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
   return { out: options.out, grid, seed, roiVoxels: model.count, images: brickCount, testImages: stimuli.testCount, runs, elapsedMs: performance.now() - started };
 }
 
-/** The reference set that standardizes the voxel drives: all test crops and two crops per training photo. */
+/** Lists the reference set that standardizes the voxel drives: all test crops and two crops per training photo. */
 function referenceIds(stimuli: StimulusSet): number[] {
   const ids = stimuli.crops.filter((c) => c.split === 'test').map((c) => c.id);
   const trainCrops = stimuli.crops.filter((c) => c.split === 'train');

@@ -30,7 +30,7 @@ export interface SimTrial {
 }
 
 /**
- * Trials in a run: 63 in odd-numbered runs and 62 in even-numbered runs, so that 12 runs hold
+ * Returns the trial count of a run: 63 in odd-numbered runs and 62 in even-numbered runs, so that 12 runs hold
  * 750 trials as an NSD session does.
  */
 export function trialCountForRun(runNumber: number): number {
@@ -58,7 +58,7 @@ export function layoutRun(seed: number, session: number, run: number, imageIds: 
   }));
 }
 
-/** The design TSV text: 225 lines, one integer per TR, no header. */
+/** Formats the design TSV: 225 lines, one integer per TR, no header. */
 export function designTsv(trials: SimTrial[]): string {
   const rows = new Array<number>(DESIGN_ROWS).fill(0);
   for (const trial of trials) rows[trial.onsetVolume] = trial.imageId;

@@ -43,19 +43,19 @@ function erlangCdf(tSec: number, shape: number): number {
   return 1 - Math.exp(-tSec) * sum;
 }
 
-/** The canonical HRF at time `tSec` after an impulse (1/s; 0 before 0 and after 32 s). */
+/** Evaluates the canonical HRF `tSec` after an impulse (1/s; 0 before 0 and after 32 s). */
 export function spmHrf(tSec: number): number {
   if (tSec <= 0 || tSec > HRF_LENGTH_SEC) return 0;
   return gammaDensity(tSec, RESPONSE_SHAPE) - gammaDensity(tSec, UNDERSHOOT_SHAPE) / UNDERSHOOT_RATIO;
 }
 
-/** Integral of the canonical HRF from 0 to `tSec` (unitless; tends to 5/6). */
+/** Integrates the canonical HRF from 0 to `tSec` (unitless; tends to 5/6). */
 export function spmHrfIntegral(tSec: number): number {
   const t = Math.min(tSec, HRF_LENGTH_SEC);
   return erlangCdf(t, RESPONSE_SHAPE) - erlangCdf(t, UNDERSHOOT_SHAPE) / UNDERSHOOT_RATIO;
 }
 
-/** Response to a boxcar of `durationSec` that starts at 0, evaluated `tSec` after its start. */
+/** Evaluates the response to a boxcar of `durationSec` starting at 0, `tSec` after its start. */
 export function boxcarResponse(tSec: number, durationSec: number): number {
   if (tSec <= 0) return 0;
   return spmHrfIntegral(tSec) - (tSec > durationSec ? spmHrfIntegral(tSec - durationSec) : 0);
@@ -63,7 +63,7 @@ export function boxcarResponse(tSec: number, durationSec: number): number {
 
 const peakCache = new Map<number, number>();
 
-/** Peak of `boxcarResponse` for a duration, found on a 1 ms grid. */
+/** Finds the peak of `boxcarResponse` for a duration on a 1 ms grid (cached per duration). */
 export function boxcarResponsePeak(durationSec: number): number {
   const cached = peakCache.get(durationSec);
   if (cached !== undefined) return cached;
@@ -74,8 +74,8 @@ export function boxcarResponsePeak(durationSec: number): number {
 }
 
 /**
- * Trial regressor sampled at the volume acquisition times `volIdx * trSec`: the boxcar response,
- * scaled so that its peak is 1. With this scaling a beta is the peak response of the trial, as
+ * Samples a trial regressor at the volume acquisition times `volIdx * trSec`: the boxcar
+ * response, scaled so that its peak is 1. With this scaling a beta is the peak response of the trial, as
  * in GLMsingle, whose HRFs are also normalized to a peak of 1.
  */
 export function trialRegressor(onsetSec: number, durationSec: number, trSec: number, volumes: number): Float64Array {

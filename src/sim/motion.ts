@@ -2,8 +2,8 @@
  * Simulated rigid head motion and its application to volumes.
  *
  * Convention: for volume t the six parameters (tx, ty, tz in mm, rx, ry, rz in radians) describe
- * the rigid transform that moves the head from its position in volume 0 (the reference, whose
- * parameters are all 0) to its position in volume t, in world RAS+ coordinates:
+ * a rigid transform in world RAS+ coordinates. It moves the head from its position in volume 0
+ * (the reference, whose parameters are all 0) to its position in volume t:
  *
  *   p_t = R (p_0 - c) + c + t,   R = Rz(rz) Ry(ry) Rx(rx)   (rotation about x first)
  *
@@ -32,9 +32,9 @@ export interface RunMotionOptions {
 
 /**
  * Returns the motion applied to each volume of a run (volume 0 is the reference: all zeros).
- * Each parameter is a slow random walk (AR(1) with coefficient 0.97, a drift time constant of
- * about 44 s at TR 4/3 s) plus one small step at a random volume, rescaled so that its largest
- * absolute value is a random fraction (0.3 to 1) of the maximum.
+ * Each parameter is a slow random walk (AR(1) with coefficient 0.97, a time constant of about
+ * 44 s at TR 4/3 s) plus one small step at a random volume. It is then rescaled so that its
+ * largest absolute value is a random fraction (0.3 to 1) of the maximum.
  */
 export function runMotion(opts: RunMotionOptions): MotionParams[] {
   const scale = opts.scale ?? 1;
@@ -67,14 +67,14 @@ export function runMotion(opts: RunMotionOptions): MotionParams[] {
   return motion;
 }
 
-/** Motion TSV: a header line, then one row per volume: tx ty tz (mm) rx ry rz (radians). */
+/** Formats the motion TSV: a header line, then one row per volume: tx ty tz (mm), rx ry rz (radians). */
 export function motionTsv(motion: MotionParams[]): string {
   const lines = ['trans_x_mm\ttrans_y_mm\ttrans_z_mm\trot_x_rad\trot_y_rad\trot_z_rad'];
   for (const m of motion) lines.push([...m.translationMm, ...m.rotationRad].map((v) => v.toFixed(6)).join('\t'));
   return lines.join('\n') + '\n';
 }
 
-/** Rotation matrix R = Rz Ry Rx, row-major 3x3. */
+/** Builds the rotation matrix R = Rz Ry Rx (row-major 3x3). */
 export function rotationMatrix(rotationRad: [number, number, number]): Float64Array {
   const [a, b, g] = rotationRad;
   const ca = Math.cos(a), sa = Math.sin(a), cb = Math.cos(b), sb = Math.sin(b), cg = Math.cos(g), sg = Math.sin(g);
@@ -107,8 +107,8 @@ export function invertAffine(a: Float64Array): Float64Array {
 }
 
 /**
- * Voxel-to-voxel map for one volume: for grid voxel q, the reference-space voxel coordinates
- * that move to q. Returned as a 4x4 row-major affine (voxel indices to voxel indices).
+ * Computes the voxel-to-voxel map of one volume as a 4x4 row-major affine: for grid voxel q, the
+ * reference-space voxel coordinates whose content moves to q.
  */
 export function motionVoxelMap(affine: Float64Array, shape: Shape3, motion: MotionParams): Float64Array {
   const r = rotationMatrix(motion.rotationRad);
@@ -143,50 +143,8 @@ export function multiply4(a: Float64Array, b: Float64Array): Float64Array {
 
 /**
  * Resamples `sources` (volumes on one grid) through a voxel map with trilinear interpolation,
- * writing into `targets`. Points outside the grid read as 0.
- */
-export function resampleTrilinear(sources: Float32Array[], targets: Float32Array[], shape: Shape3, map: Float64Array): void {
-  const [nx, ny, nz] = shape;
-  const nxy = nx * ny;
-  let q = 0;
-  for (let k = 0; k < nz; k++) {
-    for (let j = 0; j < ny; j++) {
-      let x = map[1] * j + map[2] * k + map[3];
-      let y = map[5] * j + map[6] * k + map[7];
-      let z = map[9] * j + map[10] * k + map[11];
-      for (let i = 0; i < nx; i++, q++, x += map[0], y += map[4], z += map[8]) {
-        const x0 = Math.floor(x), y0 = Math.floor(y), z0 = Math.floor(z);
-        if (x0 < -1 || y0 < -1 || z0 < -1 || x0 >= nx || y0 >= ny || z0 >= nz) {
-          for (let s = 0; s < targets.length; s++) targets[s][q] = 0;
-          continue;
-        }
-        const fx = x - x0, fy = y - y0, fz = z - z0;
-        for (let s = 0; s < sources.length; s++) {
-          const src = sources[s];
-          let value = 0;
-          for (let dz = 0; dz < 2; dz++) {
-            const zz = z0 + dz;
-            if (zz < 0 || zz >= nz) continue;
-            const wz = dz === 0 ? 1 - fz : fz;
-            for (let dy = 0; dy < 2; dy++) {
-              const yy = y0 + dy;
-              if (yy < 0 || yy >= ny) continue;
-              const wyz = wz * (dy === 0 ? 1 - fy : fy);
-              const base = zz * nxy + yy * nx;
-              if (x0 >= 0) value += wyz * (1 - fx) * src[base + x0];
-              if (x0 + 1 < nx) value += wyz * fx * src[base + x0 + 1];
-            }
-          }
-          targets[s][q] = value;
-        }
-      }
-    }
-  }
-}
-
-/**
- * Like `resampleTrilinear`, but only at the listed grid indices (targets elsewhere are left
- * as they are). Used to move the brain and its margin without visiting the empty grid.
+ * only at the listed grid indices, writing into `targets` (other indices are left as they
+ * are). Points outside the grid read as 0.
  */
 export function resampleTrilinearAt(indices: Int32Array, sources: Float32Array[], targets: Float32Array[], shape: Shape3, map: Float64Array): void {
   const [nx, ny, nz] = shape;

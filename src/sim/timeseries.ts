@@ -6,8 +6,8 @@
  * where B_v is the EPI baseline, x_trial the trial's regressor (3 s boxcar convolved with the
  * SPM canonical HRF, peak 1; only ROI voxels respond) and drift_v a sum of the three slowest
  * DCT components (periods 603, 301 and 201 s). The clean volume is then moved by the run's rigid
- * motion (trilinear resampling), voxels whose moved brain weight falls below 0.5 are set to 0,
- * and AR(1) noise is added in scanner space, with the noise level of the scanner voxel. Values are rounded to int16.
+ * motion (trilinear resampling), and voxels whose moved brain weight falls below 0.5 are set to
+ * 0. Last, AR(1) noise is added in scanner space at the noise level of the scanner voxel. Values are rounded to int16.
  */
 import type { MotionParams } from '../events.ts';
 import type { Anatomy } from './anatomy.ts';
@@ -40,7 +40,7 @@ export interface RunInputs {
 }
 
 /**
- * Time-series noise (PSC) that gives a single-trial beta noise of `betaNoisePct` for an isolated
+ * Returns the time-series noise (PSC) that gives a single-trial beta noise of `betaNoisePct` for an isolated
  * trial fitted by OLS: var(beta) = sigma^2 (1 + rho) / ((1 - rho) x'x) for a smooth regressor x
  * under AR(1) noise, solved for sigma. Overlapping neighbouring trials make real single-trial
  * estimates noisier than this.
@@ -137,7 +137,7 @@ export function generateRun(inputs: RunInputs): Int16Array {
         arState[q] = e;
         v += sdMap[q] * e;
       }
-      out[row + q] = v > 32767 ? 32767 : v < -32768 ? -32768 : Math.round(v);
+      out[row + q] = Math.round(Math.min(32767, Math.max(-32768, v)));
     }
   }
   return out;

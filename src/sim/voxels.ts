@@ -4,16 +4,16 @@
  * Every ROI voxel v has
  * - a population receptive field (pRF; Dumoulin and Wandell 2008): an isotropic Gaussian over
  *   the visual field, centre (x, y) in degrees and size sigma in degrees. Positions follow a
- *   coarse retinotopic layout: the left hemisphere sees the right visual field and vice versa,
- *   voxels above the ROI's centre see the lower field, and eccentricity grows from the occipital
+ *   coarse retinotopic layout: the left hemisphere represents the right visual field and vice
+ *   versa, voxels above the ROI's centre represent the lower field, and eccentricity grows from the occipital
  *   pole forwards (logarithmically, like cortical magnification). Size grows with eccentricity
  *   and with the voxel's "hierarchy level" h (0 at the pole, 1 at the ROI's front edge).
- * - tuning to the seven feature maps of src/sim/features.ts: weights drawn from a Dirichlet
+ * - tuning to the eleven feature maps of src/sim/features.ts: weights drawn from a Dirichlet
  *   distribution (concentration 0.5), so most voxels prefer one or two features.
  * - a compressive exponent n on the pRF-weighted drive, following the compressive spatial
  *   summation model (Kay et al. 2013): n falls from 0.7 at the pole to 0.35 at the front edge.
  * - a shared component: a random projection of a whole-image descriptor (the feature maps
- *   pooled on a 4 x 4 grid, 112 values), common to many voxels. It carries the image's identity
+ *   pooled on a 4 x 4 grid, 176 values), common to many voxels. It carries the image's identity
  *   across the ROI, so that exemplars that look alike locally still differ in the pattern. Its
  *   share of the stimulus-driven variance grows with h (0.2 to 0.7).
  * - a mean response to any image (percent signal change, PSC), an image-specific standard
@@ -45,7 +45,7 @@ export const MEAN_RESPONSE_LOG_SD = 0.35;
 /** Image-specific standard deviation as a fraction of the voxel's mean response. */
 export const IMAGE_SD_FRACTION = 0.6;
 /** Median single-trial ncsnr and its log-normal spread; early voxels are more reliable. */
-export const NCSNR_MEDIAN = 0.35;
+export const NCSNR_MEDIAN = 0.5;
 export const NCSNR_LOG_SD = 0.5;
 export const DESCRIPTOR_BLOCKS = 4;
 export const DESCRIPTOR_SIZE = DESCRIPTOR_BLOCKS * DESCRIPTOR_BLOCKS * FEATURE_COUNT;
@@ -116,7 +116,8 @@ export function buildVoxelModel(seed: number, anatomy: Anatomy): VoxelModel {
     // Polar angle: upper voxels map to the lower field; 0 is the horizontal meridian.
     const vertical = Math.max(-1, Math.min(1, (z - zMid) / zHalf + rng.normal() * 0.15));
     const angle = -vertical * (Math.PI / 2);
-    const side = x < xMid ? 1 : -1; // left hemisphere (smaller x in RAS) -> right visual field
+    // The left hemisphere (smaller x in RAS+) represents the right visual field.
+    const side = x < xMid ? 1 : -1;
     model.prfXDeg[v] = side * eccDeg * Math.cos(angle);
     model.prfYDeg[v] = eccDeg * Math.sin(angle);
     const sigma = (SIZE_INTERCEPT_DEG + SIZE_SLOPE * eccDeg) * (1 + SIZE_HIERARCHY_GAIN * h) * Math.exp(rng.normal() * 0.15);
@@ -166,9 +167,9 @@ function gaussianKernel(sigma: number): Float32Array {
 const KERNELS = SIZE_BINS_CELLS.map(gaussianKernel);
 
 /**
- * Where each voxel samples its blurred feature maps: the top-left padded cell of its bilinear
- * neighbourhood and the two fractions, plus, per size bin, the cells and columns that any voxel
- * reads. Blurring only those cells is what keeps the drive computation cheap.
+ * Sampling positions of the voxels on the blurred feature maps: each voxel's top-left padded
+ * cell and bilinear fractions, and per size bin the cells and columns that any voxel reads.
+ * Blurring only those cells keeps the drive computation cheap.
  */
 interface SamplingPlan {
   base: Int32Array;
@@ -238,7 +239,7 @@ function blurAtCells(map: Float32Array, offset: number, kernel: Float32Array, ce
   }
 }
 
-/** Whole-image descriptor: feature maps averaged over 4 x 4 blocks, log-compressed. */
+/** Computes the whole-image descriptor: feature maps averaged over 4 x 4 blocks, log-compressed. */
 export function imageDescriptor(features: Float32Array): Float32Array {
   const out = new Float32Array(DESCRIPTOR_SIZE);
   const block = FEATURE_GRID / DESCRIPTOR_BLOCKS;
@@ -254,7 +255,7 @@ export function imageDescriptor(features: Float32Array): Float32Array {
   return out;
 }
 
-/** Raw (unstandardized) pRF and shared drives of every voxel for one image. */
+/** Computes the raw (unstandardized) pRF and shared drives of every voxel for one image. */
 export function rawDrives(model: VoxelModel, features: Float32Array, descriptor: Float32Array): { prf: Float32Array; shared: Float32Array } {
   const plan = samplingPlan(model);
   const mapSize = PADDED * PADDED;
@@ -323,7 +324,7 @@ export function calibrateVoxelModel(model: VoxelModel, features: Float32Array[],
   }
 }
 
-/** True betas (PSC) of every ROI voxel for one image. */
+/** Computes the true betas (PSC) of every ROI voxel for one image. */
 export function imageBetas(model: VoxelModel, features: Float32Array, descriptor: Float32Array): Float32Array {
   const { prf, shared } = rawDrives(model, features, descriptor);
   const betas = new Float32Array(model.count);

@@ -69,7 +69,8 @@ describe('simulated dataset', () => {
     for (const v of roi.data) counts.set(v, (counts.get(v) ?? 0) + 1);
     assert.deepEqual([...counts.keys()].sort(), [-1, 0, 1]);
     const ones = counts.get(1) ?? 0;
-    assert.ok(ones >= 1000 && ones <= 5000, `${ones} voxels labelled 1`);
+    assert.ok(ones >= 1000, `${ones} voxels labelled 1`);
+    assert.ok(ones <= 5000, `${ones} voxels labelled 1`);
     assert.equal(ones, full.roiVoxels);
     // Mean world y (posterior is negative in RAS+) of the ROI against the whole brain.
     const [nx, ny] = roi.header.shape;
@@ -187,8 +188,10 @@ describe('simulated dataset', () => {
       assert.deepEqual(rows[0], [0, 0, 0, 0, 0, 0], 'volume 0 is the reference');
       const maxTranslation = Math.max(...rows.flatMap((r) => r.slice(0, 3).map(Math.abs)));
       const maxRotationDeg = (Math.max(...rows.flatMap((r) => r.slice(3).map(Math.abs))) * 180) / Math.PI;
-      assert.ok(maxTranslation > 0.05 && maxTranslation < 1, `max translation ${maxTranslation} mm`);
-      assert.ok(maxRotationDeg > 0.05 && maxRotationDeg < 1, `max rotation ${maxRotationDeg} degrees`);
+      assert.ok(maxTranslation > 0.05, `max translation ${maxTranslation} mm`);
+      assert.ok(maxTranslation < 1, `max translation ${maxTranslation} mm`);
+      assert.ok(maxRotationDeg > 0.05, `max rotation ${maxRotationDeg} degrees`);
+      assert.ok(maxRotationDeg < 1, `max rotation ${maxRotationDeg} degrees`);
       const exported = appliedMotion(7, run.session, run.run);
       exported.forEach((m, t) => {
         const values = [...m.translationMm, ...m.rotationRad];

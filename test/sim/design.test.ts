@@ -18,7 +18,8 @@ describe('NSD run design', () => {
     const slots = new Set(trials.map((t) => t.slot));
     assert.equal(slots.size, 63, 'one trial per slot');
     for (const trial of trials) {
-      assert.ok(trial.slot >= 0 && trial.slot < 75);
+      assert.ok(trial.slot >= 0);
+      assert.ok(trial.slot < 75);
       assert.equal(trial.onsetSec, trial.slot * SLOT_SEC);
       assert.equal(trial.onsetVolume, trial.slot * 3);
       assert.ok(Math.abs(trial.onsetVolume * TR_SEC - trial.onsetSec) < 1e-9, 'onset on a TR boundary');

@@ -11,12 +11,14 @@ function argMax(f: (t: number) => number, from: number, to: number, step: number
 describe('SPM canonical HRF', () => {
   test('peaks between 4.5 and 6 s', () => {
     const peakSec = argMax(spmHrf, 0, 32, 0.01);
-    assert.ok(peakSec >= 4.5 && peakSec <= 6, `peak at ${peakSec} s`);
+    assert.ok(peakSec >= 4.5, `peak at ${peakSec} s`);
+    assert.ok(peakSec <= 6, `peak at ${peakSec} s`);
   });
 
   test('has an undershoot deepest near 15-16 s', () => {
     const troughSec = argMax((t) => -spmHrf(t), 8, 32, 0.01);
-    assert.ok(troughSec >= 14 && troughSec <= 17, `trough at ${troughSec} s`);
+    assert.ok(troughSec >= 14, `trough at ${troughSec} s`);
+    assert.ok(troughSec <= 17, `trough at ${troughSec} s`);
     assert.ok(spmHrf(troughSec) < 0);
     assert.ok(Math.abs(spmHrf(troughSec)) < 0.2 * spmHrf(5), 'undershoot is small next to the peak');
   });
@@ -52,9 +54,11 @@ describe('trial regressor', () => {
     for (let i = 0; i <= 9; i++) assert.equal(x[i], 0, `volume ${i} is before the onset`);
     assert.ok(x[10] > 0);
     const max = Math.max(...x);
-    assert.ok(max <= 1 + 1e-12 && max > 0.95, `sampled peak ${max}`);
+    assert.ok(max <= 1 + 1e-12, `sampled peak ${max}`);
+    assert.ok(max > 0.95, `sampled peak ${max}`);
     const peakVolume = x.indexOf(max);
     const peakSec = peakVolume * trSec - 12;
-    assert.ok(peakSec >= 4 && peakSec <= 8, `peak ${peakSec} s after onset`);
+    assert.ok(peakSec >= 4, `peak ${peakSec} s after onset`);
+    assert.ok(peakSec <= 8, `peak ${peakSec} s after onset`);
   });
 });
