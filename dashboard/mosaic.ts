@@ -8,7 +8,9 @@
  * grid is given, its in-plane outline is drawn in orange.
  */
 import sharp from 'sharp';
-import type { Shape3 } from '../src/events.ts';
+import { nowMs, type QualityFlag, type Shape3, type Volume } from '../src/events.ts';
+import { logger } from '../src/log.ts';
+import { encodeBinaryMessage, type MosaicHeader } from './protocol.ts';
 
 const MAX_TILES = 16;
 /** Minimum mosaic width in pixels: small grids are scaled up with nearest-neighbour sampling. */
@@ -96,4 +98,64 @@ function isOutline(mask: Uint8Array, i: number, j: number, k: number, nx: number
   const at = (a: number, b: number): number => (a < 0 || b < 0 || a >= nx || b >= ny ? 0 : mask[a + nx * (b + ny * k)]);
   if (at(i, j) === 0) return false;
   return at(i - 1, j) === 0 || at(i + 1, j) === 0 || at(i, j - 1) === 0 || at(i, j + 1) === 0;
+}
+
+/** Renders the newest volume as a mosaic, at most one every `intervalMs`, never queuing more than one. */
+export class MosaicScheduler {
+  latest?: Buffer;
+  private pending?: Volume;
+  private busy = false;
+  private lastStartMs = -Infinity;
+
+  constructor(
+    private readonly mask: Uint8Array | undefined,
+    private readonly intervalMs: number,
+    /** Returns the quality flags of a volume, once its masked-volume event arrived. */
+    private readonly flagsOf: (volIdx: number) => QualityFlag[],
+    private readonly publish: (message: Buffer) => void,
+  ) {}
+
+  offer(volume: Volume): void {
+    this.pending = volume;
+    if (!this.busy) void this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.busy = true;
+    try {
+      while (this.pending !== undefined) {
+        const waitMs = this.lastStartMs + this.intervalMs - nowMs();
+        if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
+        const volume = this.pending;
+        this.pending = undefined;
+        if (volume === undefined) break;
+        this.lastStartMs = nowMs();
+        await this.render(volume);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async render(volume: Volume): Promise<void> {
+    try {
+      const mosaic = await renderMosaic(volume.data, volume.shape, this.mask);
+      const flags = this.flagsOf(volume.volIdx);
+      const header: MosaicHeader = {
+        type: 'mosaic',
+        runId: volume.runId,
+        volIdx: volume.volIdx,
+        mime: 'image/png',
+        width: mosaic.width,
+        height: mosaic.height,
+        slices: mosaic.slices,
+        hasMaskOutline: mosaic.hasMaskOutline,
+        flags,
+      };
+      this.latest = encodeBinaryMessage(header, mosaic.png);
+      this.publish(this.latest);
+    } catch (err) {
+      logger.warn({ err, stage: 'dashboard', volIdx: volume.volIdx }, 'volume mosaic failed; the panel keeps the previous volume');
+    }
+  }
 }

@@ -15,27 +15,23 @@
  * Tokens (auth.ts): viewing from loopback needs none, viewing from elsewhere needs it, and
  * control and feedback input always need it.
  *
- * `/stream` messages: JSON text messages (snapshot, run-info, trial, motion, latency, warning,
- * summary, status, run-end) and binary messages for images (protocol.ts). A client that lags
- * misses droppable messages (clients.ts) but receives every final result in order.
+ * The page stream lives in viewers.ts, the feedback API in feedback.ts.
  */
 import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import type { Observable, Subscription as RxSubscription } from 'rxjs';
 import type { WebSocket } from 'ws';
 import { MindeyeError } from '../src/errors.ts';
-import { nowMs, type Frame, type PipelineEvent, type Volume } from '../src/events.ts';
+import type { PipelineEvent } from '../src/events.ts';
 import { formatSpeed, parseSpeed, type Speed } from '../src/ingest/source.ts';
 import { logger } from '../src/log.ts';
 import { TOKEN_COOKIE, checkToken, isLoopbackAddress, tokenSources } from './auth.ts';
-import { ClientChannel, DEFAULT_LIMITS, type ChannelLimits, type Delivery } from './clients.ts';
+import { DEFAULT_LIMITS, type ChannelLimits } from './clients.ts';
 import { FeedbackHub, type FeedbackInput } from './feedback.ts';
-import { renderMosaic } from './mosaic.ts';
-import { encodeBinaryMessage, type FrameHeader, type MosaicHeader } from './protocol.ts';
-import { DashboardState, type StoredFrame } from './state.ts';
+import { ViewerHub } from './viewers.ts';
 
 export type { FeedbackInput, StimulusOnsetInput, TriggerInput } from './feedback.ts';
 
@@ -86,7 +82,6 @@ export interface DashboardHandle {
 }
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
-const SUMMARY_INTERVAL_MS = 250;
 const STATUS_POLL_MS = 1000;
 const CONTROL_ACTIONS = ['start', 'pause', 'resume', 'stop', 'speed'] as const;
 type ControlAction = (typeof CONTROL_ACTIONS)[number];
@@ -95,11 +90,9 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   validateOptions(opts);
   const log = logger.child({ stage: 'dashboard' });
   const limits = opts.clientLimits ?? DEFAULT_LIMITS;
-  // Replaced when a new run starts (a replay started again from the page).
-  let state = new DashboardState();
-  const viewers = new Set<ClientChannel>();
-  const feedback = new FeedbackHub({ onInput: (input) => session.onFeedbackInput(input), isSimulated: () => session.simulated || state.run?.simulated === true, limits });
-  const mosaics = new MosaicScheduler(session.mask, opts.mosaicIntervalMs ?? 200, (message) => broadcast(message, 'droppable'));
+  const viewers = new ViewerHub({ limits, mask: session.mask, mosaicIntervalMs: opts.mosaicIntervalMs ?? 200, status: () => statusBody() });
+  const isSimulated = (): boolean => session.simulated || viewers.current.run?.simulated === true;
+  const feedback = new FeedbackHub({ onInput: (input) => session.onFeedbackInput(input), isSimulated, limits });
 
   // Per-request logs are off because asset and image requests would flood the log. The hooks
   // below log rejected requests and control actions.
@@ -126,16 +119,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: 'index.html', cacheControl: false });
 
   app.get('/stream', { websocket: true }, (socket: WebSocket, request: FastifyRequest) => {
-    const channel = new ClientChannel(socket, '/stream', request.ip, limits);
-    sendViewerSnapshot(channel);
-    viewers.add(channel);
-    log.info({ client: channel.id, remoteAddress: request.ip, viewers: viewers.size }, 'dashboard viewer connected');
-    socket.on('close', () => {
-      viewers.delete(channel);
-      log.info({ client: channel.id, viewers: viewers.size }, 'dashboard viewer disconnected');
-    });
-    // The page sends nothing on this socket; control goes through /api/control.
-    socket.on('message', () => undefined);
+    viewers.add(socket, request.ip);
   });
 
   app.get('/feedback', { websocket: true }, (socket: WebSocket, request: FastifyRequest) => {
@@ -147,10 +131,10 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   app.get('/api/status', async () => statusBody());
 
   app.get('/api/stats', async () => ({
-    clients: [...viewers, ...feedback.channels].map((c) => c.stats()),
+    clients: [...viewers.channels, ...feedback.channels].map((c) => c.stats()),
     rssBytes: process.memoryUsage().rss,
     heapUsedBytes: process.memoryUsage().heapUsed,
-    volumesReceived: state.volumesReceived,
+    volumesReceived: viewers.current.volumesReceived,
   }));
 
   app.get<{ Params: { kind: string; id: string } }>('/api/image/:kind/:id', {
@@ -196,7 +180,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
       log.info({ action }, 'control action');
     }
     const body = statusBody();
-    broadcast({ type: 'status', ...body }, 'essential');
+    viewers.broadcast({ type: 'status', ...body }, 'essential');
     return { ok: true, ...body };
   });
 
@@ -208,117 +192,14 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
 
   function statusBody(): { state: SessionState; speed: string; simulated: boolean; runId?: string; fdThresholdMm: number } {
     const status = session.control.status();
-    return { state: status.state, speed: status.speed, simulated: session.simulated || state.run?.simulated === true, runId: state.run?.runId, fdThresholdMm: opts.fdThresholdMm ?? 0.5 };
+    return { state: status.state, speed: status.speed, simulated: isSimulated(), runId: viewers.current.run?.runId, fdThresholdMm: opts.fdThresholdMm ?? 0.5 };
   }
-
-  function broadcast(message: object | Buffer, delivery: Delivery): void {
-    const data = Buffer.isBuffer(message) ? message : JSON.stringify(message);
-    for (const channel of viewers) channel.send(data, delivery);
-  }
-
-  function sendViewerSnapshot(channel: ClientChannel): void {
-    channel.sendJson({ type: 'snapshot', clientId: channel.id, status: statusBody(), state: state.snapshot() }, 'essential');
-    // Send the newest trials' images that fit in half the client's buffer limit, so that the
-    // snapshot alone never gets a client closed as too slow.
-    const frames = state.snapshotFrames();
-    let budgetBytes = limits.maxBufferedBytes / 2;
-    let first = frames.length;
-    while (first > 0 && frames[first - 1].image.byteLength + 512 <= budgetBytes) {
-      first -= 1;
-      budgetBytes -= frames[first].image.byteLength + 512;
-    }
-    for (const frame of frames.slice(first)) channel.send(frameMessage(frame, true), 'essential');
-    const mosaic = mosaics.latest;
-    if (mosaic !== undefined) channel.send(mosaic, 'essential');
-  }
-
-  // Event handling: update the state, then forward to viewers and feedback clients.
-  let lastSummaryMs = 0;
-  let summaryTimer: NodeJS.Timeout | undefined;
-  const sendSummary = (delivery: Delivery): void => {
-    lastSummaryMs = nowMs();
-    broadcast({
-      type: 'summary',
-      volumesReceived: state.volumesReceived,
-      lastVolIdx: state.lastVolIdx,
-      latency: state.latencySummary(),
-      metrics: state.metrics(),
-      warningCounts: state.warningCounts,
-    }, delivery);
-  };
-  const scheduleSummary = (): void => {
-    if (summaryTimer !== undefined) return;
-    const waitMs = Math.max(0, SUMMARY_INTERVAL_MS - (nowMs() - lastSummaryMs));
-    summaryTimer = setTimeout(() => {
-      summaryTimer = undefined;
-      sendSummary('droppable');
-    }, waitMs);
-  };
-
-  const onEvent = (event: PipelineEvent): void => {
-    const newRun = event.type === 'run-info' && state.run !== undefined && state.run.runId !== event.runId;
-    if (newRun) state = new DashboardState();
-    const warningsBefore = state.warningTotal;
-    state.apply(event);
-    if (newRun) {
-      log.info({ runId: event.runId }, 'new run: viewers get a fresh snapshot');
-      for (const channel of viewers) sendViewerSnapshot(channel);
-    } else {
-      forwardToViewers(event);
-    }
-    for (const warning of state.warningsSince(warningsBefore)) broadcast({ type: 'warning', warning }, 'essential');
-    feedback.publish(event);
-    scheduleSummary();
-  };
-
-  const forwardToViewers = (event: PipelineEvent): void => {
-    switch (event.type) {
-      case 'run-info':
-        broadcast({ type: 'run-info', run: state.run, trials: state.snapshot().trials }, 'essential');
-        break;
-      case 'volume':
-        mosaics.offer(event, state);
-        break;
-      case 'masked-volume':
-        broadcast({ type: 'motion', point: state.motion[state.motion.length - 1] }, 'essential');
-        break;
-      case 'trial-estimate':
-      case 'decoded': {
-        const trial = state.trials.get(event.trialId);
-        broadcast({ type: 'trial', trial, current: state.currentTrialId === event.trialId }, event.final ? 'essential' : 'droppable');
-        break;
-      }
-      case 'frame':
-        forwardFrame(event);
-        break;
-      case 'stage-timing':
-        broadcast({ type: 'latency', stage: event.stage, key: event.volIdx ?? event.trialId ?? -1, durationMs: event.endMs - event.startMs }, 'droppable');
-        break;
-      case 'run-end':
-        sendSummary('essential');
-        broadcast({ type: 'run-end', volumesReceived: event.volumesReceived, error: event.error }, 'essential');
-        break;
-      default:
-        break;
-    }
-  };
-
-  const forwardFrame = (event: Frame): void => {
-    const isResult = !event.provisional && event.kind !== 'img2img-step';
-    const delivery: Delivery = isResult ? 'essential' : 'droppable';
-    const header: FrameHeader = {
-      type: 'frame', runId: event.runId, trialId: event.trialId, volIdx: event.volIdx, kind: event.kind, provisional: event.provisional,
-      step: event.step, stepCount: event.stepCount, mime: event.mime, width: event.width, height: event.height, sentAtMs: event.sentAtMs,
-    };
-    broadcast(encodeBinaryMessage(header, event.image), delivery);
-    const trial = state.trials.get(event.trialId);
-    broadcast({ type: 'trial', trial, current: true }, delivery);
-  };
 
   const subscription: RxSubscription = session.events$.subscribe({
     next: (event) => {
       try {
-        onEvent(event);
+        viewers.apply(event);
+        feedback.publish(event);
       } catch (err) {
         // A display bug must not end the session's event stream.
         log.error({ err, eventType: event.type }, 'dashboard failed to handle an event');
@@ -326,7 +207,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
     },
     error: (err: unknown) => {
       log.error({ err }, 'session event stream failed');
-      broadcast({ type: 'status', ...statusBody(), error: String((err as Error)?.message ?? err) }, 'essential');
+      viewers.broadcast({ type: 'status', ...statusBody(), error: String((err as Error)?.message ?? err) }, 'essential');
     },
     complete: () => log.info('session event stream completed'),
   });
@@ -337,12 +218,19 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
     const text = JSON.stringify(body);
     if (text !== lastStatus) {
       lastStatus = text;
-      broadcast({ type: 'status', ...body }, 'essential');
+      viewers.broadcast({ type: 'status', ...body }, 'essential');
     }
   }, STATUS_POLL_MS);
   statusTimer.unref();
 
-  await app.listen({ host: opts.host, port: opts.port });
+  try {
+    await app.listen({ host: opts.host, port: opts.port });
+  } catch (err) {
+    subscription.unsubscribe();
+    clearInterval(statusTimer);
+    await app.close();
+    throw err;
+  }
   const address = app.server.address() as AddressInfo;
   const hostForUrl = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${hostForUrl}:${address.port}/?token=${encodeURIComponent(opts.token)}`;
@@ -357,18 +245,12 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
       closed = true;
       subscription.unsubscribe();
       clearInterval(statusTimer);
-      if (summaryTimer !== undefined) clearTimeout(summaryTimer);
-      for (const channel of viewers) channel.socket.close(1001, 'dashboard server shutting down');
+      viewers.closeAll();
       feedback.closeAll();
       await app.close();
       log.info('dashboard stopped');
     },
   };
-}
-
-function frameMessage(frame: StoredFrame, fromSnapshot: boolean): Buffer {
-  const header: FrameHeader = { type: 'frame', ...frame.header, ...(fromSnapshot ? { fromSnapshot: true } : {}) };
-  return encodeBinaryMessage(header, frame.image);
 }
 
 function validateOptions(opts: DashboardOptions): void {
@@ -380,68 +262,5 @@ function validateOptions(opts: DashboardOptions): void {
   }
   if (typeof opts.token !== 'string' || opts.token.length < 8) {
     throw new MindeyeError('CLI_USAGE', 'Dashboard token is too short.', { field: '--token', value: `${String(opts.token?.length ?? 0)} characters`, expected: 'at least 8 characters', fix: 'omit --token for a random one, or pass a longer one' });
-  }
-}
-
-/** Renders the newest volume as a mosaic, at most one every `intervalMs`, never queuing more than one. */
-class MosaicScheduler {
-  latest?: Buffer;
-  private pending?: Volume;
-  private busy = false;
-  private lastStartMs = -Infinity;
-  private state?: DashboardState;
-
-  constructor(private readonly mask: Uint8Array | undefined, private readonly intervalMs: number, private readonly publish: (message: Buffer) => void) {}
-
-  offer(volume: Volume, state: DashboardState): void {
-    this.pending = volume;
-    this.state = state;
-    if (!this.busy) void this.run();
-  }
-
-  private async run(): Promise<void> {
-    this.busy = true;
-    try {
-      while (this.pending !== undefined) {
-        const waitMs = this.lastStartMs + this.intervalMs - nowMs();
-        if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs));
-        const volume = this.pending;
-        this.pending = undefined;
-        if (volume === undefined) break;
-        this.lastStartMs = nowMs();
-        await this.render(volume);
-      }
-    } finally {
-      this.busy = false;
-    }
-  }
-
-  private async render(volume: Volume): Promise<void> {
-    try {
-      const mosaic = await renderMosaic(volume.data, volume.shape, this.mask);
-      const motion = this.state?.motion ?? [];
-      let flags: MosaicHeader['flags'] = [];
-      for (let n = motion.length - 1; n >= 0; n--) {
-        if (motion[n].volIdx === volume.volIdx) {
-          flags = motion[n].flags;
-          break;
-        }
-      }
-      const header: MosaicHeader = {
-        type: 'mosaic',
-        runId: volume.runId,
-        volIdx: volume.volIdx,
-        mime: 'image/png',
-        width: mosaic.width,
-        height: mosaic.height,
-        slices: mosaic.slices,
-        hasMaskOutline: mosaic.hasMaskOutline,
-        flags,
-      };
-      this.latest = encodeBinaryMessage(header, mosaic.png);
-      this.publish(this.latest);
-    } catch (err) {
-      logger.warn({ err, stage: 'dashboard', volIdx: volume.volIdx }, 'volume mosaic failed; the panel keeps the previous volume');
-    }
   }
 }
