@@ -35,7 +35,8 @@ def parse_args(argv):
     p.add_argument('--timesteps', type=int, default=100)
     p.add_argument('--batch', type=int, default=3)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--lowlevel', action='store_true', help='also write a MindEye1 low-level head checkpoint')
+    p.add_argument('--lowlevel', action='store_true',
+                   help='MindEye1: also write a low-level head checkpoint; MindEye2: add the blurry branch')
     p.add_argument('--legacy-attention-names', action='store_true',
                    help='store the low-level decoder attention under diffusers < 0.14 names')
     p.add_argument('--sampling', default='ddpm:100:1,ddim:20:3.5',
@@ -109,7 +110,7 @@ def mindeye1(args, ref_dir):
 def mindeye2(args, ref_dir):
     sizes = [args.voxels + 7, args.voxels]
     module = me2.MindEyeModule(me2.RidgeRegression(sizes, args.hidden),
-                               me2.BrainNetwork(args.hidden, 1, 4, args.tokens, args.clip))
+                               me2.BrainNetwork(args.hidden, 1, 4, args.tokens, args.clip, blurry=args.lowlevel))
     perturb(module)
     module.eval()
     state = module.state_dict()
@@ -124,7 +125,12 @@ def mindeye2(args, ref_dir):
         embedding = module.backbone.clip_proj(latent)
     save_f32(os.path.join(ref_dir, 'backbone.f32'), latent)
     save_f32(os.path.join(ref_dir, 'retrieval.f32'), embedding)
-    return {'backbone': [args.batch, args.tokens, args.clip], 'retrieval': [args.batch, args.tokens, args.clip]}, []
+    heads = {'backbone': [args.batch, args.tokens, args.clip], 'retrieval': [args.batch, args.tokens, args.clip]}
+    if args.lowlevel:
+        with torch.no_grad():
+            save_f32(os.path.join(ref_dir, 'lowlevel.f32'), me2.Mindeye2Blurry(module, 1)(voxels))
+        heads['lowLevel'] = [args.batch, 4, 28, 28]
+    return heads, []
 
 
 def main(argv):

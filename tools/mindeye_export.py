@@ -201,16 +201,21 @@ def export_mindeye2(args, out, manifest):
         raise ExportError('CHECKPOINT_SHAPE', 'Only MindEye2 models with seq_len 1 are supported.', file=path,
                           field='backbone.mixer_blocks2.0.0.weight', value=[seq_len], expected='[1]',
                           fix='the published MindEye2 checkpoints use seq_len 1; retrain or extend tools/mindeye/me2.py')
+    blurry = 'backbone.blin1.weight' in state
     module = me2.MindEyeModule(me2.RidgeRegression(sizes, hidden),
                                me2.BrainNetwork(hidden, seq_len, count_indexed(state, 'backbone.mixer_blocks1.', '.0.weight'),
-                                                tokens, clip_size))
-    skipped = ('diffusion_prior.', 'backbone.blin1.', 'backbone.bnorm.', 'backbone.bupsampler.',
-               'backbone.b_maps_projector.', 'backbone.bdropout.')
-    strict_load(module, state, path, 'MindEye2 ridge + backbone', ignored=lambda k: k.startswith(skipped))
+                                                tokens, clip_size, blurry=blurry))
+    if blurry:
+        # Checkpoints saved with diffusers < 0.14 name the decoder attention query/key/value/proj_attn.
+        from mindeye.vae_decoder import rename_legacy_attention_keys
+        state = rename_legacy_attention_keys(state)
+    skipped = ('diffusion_prior.',)
+    strict_load(module, state, path, 'MindEye2 ridge + backbone' + (' with the blurry branch' if blurry else ''),
+                ignored=lambda k: k.startswith(skipped))
     skipped_count = sum(1 for k in state if k.startswith(skipped))
     state.clear()
     if skipped_count:
-        sys.stderr.write(f'mindeye_export: {skipped_count} tensors of the MindEye2 prior and blurry branch '
+        sys.stderr.write(f'mindeye_export: {skipped_count} tensors of the MindEye2 diffusion prior '
                          'are not exported (not supported yet, see docs/models.md)\n')
     voxels = sizes[index]
     manifest['voxels'] = {'count': int(voxels)}
@@ -222,6 +227,10 @@ def export_mindeye2(args, out, manifest):
                         ['latent'], ['embedding'], {'latent': BATCH_AXIS, 'embedding': BATCH_AXIS}, fp16=args.fp16)
     heads['retrieval'] = head(files, 'backbone', 'latent', 'embedding', args, dim=clip_size, tokens=tokens,
                               space='openclip-vit-bigg14-hidden')
+    if blurry:
+        files = export_onnx(me2.Mindeye2Blurry(module, index), (torch.randn(2, voxels),), os.path.join(out, 'lowlevel.onnx'),
+                            ['voxels'], ['latents'], {'voxels': BATCH_AXIS, 'latents': BATCH_AXIS}, fp16=args.fp16)
+        heads['lowLevel'] = head(files, 'voxels', 'voxels', 'latents', args, latentShape=[4, 28, 28])
 
 
 def pick_ridge(args, path, sizes):

@@ -10,11 +10,11 @@ import { makeExportedModel, maxAbsDiff, type Fixture } from './export-fixture.ts
 
 const TOLERANCE = 1e-4;
 
-describe('MindEye2 ridge + backbone parity with PyTorch (reduced width)', () => {
+describe('MindEye2 ridge, backbone and blurry head parity with PyTorch (reduced width)', () => {
   let fixture: Fixture;
 
   before(async () => {
-    fixture = await makeExportedModel(['--arch', 'mindeye2', '--voxels', '200', '--hidden', '48', '--tokens', '4', '--clip', '24'],
+    fixture = await makeExportedModel(['--arch', 'mindeye2', '--voxels', '200', '--hidden', '48', '--tokens', '4', '--clip', '24', '--lowlevel'],
       { ridgeIndex: 1 });
   });
 
@@ -26,7 +26,8 @@ describe('MindEye2 ridge + backbone parity with PyTorch (reduced width)', () => 
     const { manifest } = loadManifest(fixture.modelDir);
     assert.equal(manifest.provenance?.arch, 'mindeye2');
     assert.equal(manifest.voxels.count, 200);
-    assert.deepEqual(Object.keys(manifest.heads).sort(), ['backbone', 'retrieval']);
+    assert.deepEqual(Object.keys(manifest.heads).sort(), ['backbone', 'lowLevel', 'retrieval']);
+    assert.deepEqual(manifest.heads.lowLevel.latentShape, [4, 28, 28]);
   });
 
   test('ambiguous ridge layers need --ridge-index', async () => {
@@ -52,5 +53,15 @@ describe('MindEye2 ridge + backbone parity with PyTorch (reduced width)', () => 
     const embeddingDiff = maxAbsDiff(embedding, fixture.array('retrieval'));
     t.diagnostic(`retrieval max abs diff ${embeddingDiff}`);
     assert.ok(embeddingDiff < TOLERANCE, `retrieval max abs diff ${embeddingDiff}`);
+  });
+
+  test('blurry low-level head matches PyTorch', async (t) => {
+    const { batch, voxels } = fixture.reference;
+    const head = await loadHead(loadManifest(fixture.modelDir), 'lowLevel', { device: 'cpu' });
+    checkHeadShapes(head, voxels);
+    const latents = await runHead(head, { voxels: new ort.Tensor('float32', fixture.array('voxels'), [batch, voxels]) });
+    const diff = maxAbsDiff(latents, fixture.array('lowlevel'));
+    t.diagnostic(`blurry max abs diff ${diff}`);
+    assert.ok(diff < TOLERANCE, `blurry max abs diff ${diff}`);
   });
 });

@@ -98,3 +98,25 @@ describe('MindEye1 export parity with PyTorch (reduced width, random weights)', 
     });
   }
 });
+
+describe('MindEye1 low-level checkpoint with pre-0.14 diffusers names', () => {
+  let fixture: Fixture;
+
+  before(async () => {
+    fixture = await makeExportedModel(['--lowlevel', '--legacy-attention-names', '--voxels', '120', '--hidden', '32', '--tokens', '3',
+      '--clip', '16', '--sampling', 'ddim:5:1', '--batch', '2'], { lowlevel: true });
+  });
+
+  after(() => {
+    if (fixture) rmSync(fixture.dir, { recursive: true, force: true });
+  });
+
+  test('legacy attention names load and match', async (t) => {
+    const head = await loadHead(loadManifest(fixture.modelDir), 'lowLevel', { device: 'cpu' });
+    const { batch, voxels } = fixture.reference;
+    const out = await runHead(head, { voxels: new ort.Tensor('float32', fixture.array('voxels'), [batch, voxels]) });
+    const diff = maxAbsDiff(out, fixture.array('lowlevel'));
+    t.diagnostic(`max abs diff ${diff}`);
+    assert.ok(diff < TOLERANCE, `max abs diff ${diff}`);
+  });
+});

@@ -4,10 +4,13 @@ the training notebook's MindEyeModule), rebuilt for export.
 - ridge.linears.<i>: Linear(V_subject, h), one per training subject.
 - backbone: n_blocks MLP-mixer blocks over (seq_len, h), Linear(h * seq_len, 256 * 1664) to
   OpenCLIP ViT-bigG/14 tokens, and `clip_proj` (the retrieval projector, width 1664).
-The blurry (low-level) branch and the diffusion prior are not rebuilt here. docs/models.md
-lists what is missing.
+- backbone blurry branch (optional): `blin1` to 64 x 7 x 7, GroupNorm, and a diffusers Decoder
+  (channels 32/64/128) to [4, 28, 28] SD VAE latents; `b_maps_projector` is training-only.
+The diffusion prior is not rebuilt here. docs/models.md lists what is missing.
 """
 from torch import nn
+
+from .vae_decoder import Decoder
 
 
 class RidgeRegression(nn.Module):
@@ -21,7 +24,7 @@ def _mlp(in_dim, out_dim):
 
 
 class BrainNetwork(nn.Module):
-    def __init__(self, h, seq_len, n_blocks, tokens, clip_size):
+    def __init__(self, h, seq_len, n_blocks, tokens, clip_size, blurry=False):
         super().__init__()
         self.seq_len = seq_len
         self.clip_size = clip_size
@@ -35,9 +38,18 @@ class BrainNetwork(nn.Module):
             nn.LayerNorm(clip_size), nn.GELU(), nn.Linear(clip_size, clip_size),
             nn.LayerNorm(clip_size), nn.GELU(), nn.Linear(clip_size, clip_size),
         )
+        if blurry:
+            self.blin1 = nn.Linear(h * seq_len, 4 * 28 * 28)
+            self.bnorm = nn.GroupNorm(1, 64)
+            self.bupsampler = Decoder(64, 4, [32, 64, 128], layers_per_block=1)
+            self.b_maps_projector = nn.Sequential(
+                nn.Conv2d(64, 512, 1, bias=False), nn.GroupNorm(1, 512), nn.ReLU(True),
+                nn.Conv2d(512, 512, 1, bias=False), nn.GroupNorm(1, 512), nn.ReLU(True),
+                nn.Conv2d(512, 512, 1, bias=True),
+            )
 
-    def latent(self, x):
-        """x [B, seq_len, h] -> backbone tokens [B, tokens, clip]."""
+    def features(self, x):
+        """x [B, seq_len, h] -> mixer output flattened to [B, seq_len * h]."""
         residual1 = x
         residual2 = x.permute(0, 2, 1)
         for block1, block2 in zip(self.mixer_blocks1, self.mixer_blocks2):
@@ -47,8 +59,17 @@ class BrainNetwork(nn.Module):
             x = block2(x) + residual2
             residual2 = x
             x = x.permute(0, 2, 1)
-        x = x.reshape(x.size(0), -1)
+        return x.reshape(x.size(0), -1)
+
+    def latent(self, x):
+        """x [B, seq_len, h] -> backbone tokens [B, tokens, clip]."""
+        x = self.features(x)
         return self.backbone_linear(x).reshape(x.shape[0], -1, self.clip_size)
+
+    def blurry_latents(self, x):
+        """x [B, seq_len, h] -> blurry-image SD VAE latents [B, 4, 28, 28]."""
+        b = self.blin1(self.features(x)).reshape(-1, 64, 7, 7)
+        return self.bupsampler(self.bnorm(b))
 
 
 class MindEyeModule(nn.Module):
@@ -68,3 +89,10 @@ class Mindeye2Backbone(nn.Module):
 
     def forward(self, voxels):
         return self.backbone.latent(self.ridge(voxels)[:, None, :])
+
+
+class Mindeye2Blurry(Mindeye2Backbone):
+    """Voxels [B, V] of one subject -> blurry-image latents [B, 4, 28, 28]."""
+
+    def forward(self, voxels):
+        return self.backbone.blurry_latents(self.ridge(voxels)[:, None, :])
