@@ -411,7 +411,9 @@ function renderTimeline() {
   ctx.textBaseline = 'top';
   for (let sec = 0; sec <= endSec; sec += niceStep(endSec)) {
     ctx.fillRect(sx(sec), laneTop + laneHeight + 4, 1, 4);
-    ctx.fillText(`${Math.round(sec)} s`, sx(sec) + 2, laneTop + laneHeight + 8);
+    const label = `${Math.round(sec)} s`;
+    const labelX = Math.min(sx(sec) + 2, width - ctx.measureText(label).width - 2);
+    ctx.fillText(label, labelX, laneTop + laneHeight + 8);
   }
   for (const trial of trials) {
     const phase = trialPhase(trial);
@@ -472,9 +474,14 @@ function renderMetrics() {
     setValue(id, value, value === undefined ? 'not provided' : value.toFixed(3));
   }
   const ranks = [...view.trials.values()].filter((t) => t.decoded?.final && t.decoded.trueRank !== undefined).map((t) => [t.trialId, t.decoded.trueRank]);
+  // Half a unit of margin on each side keeps the dots at the extremes inside the plot.
+  const trialIds = ranks.map(([trialId]) => trialId);
   drawLineChart(document.getElementById('chart-rank'), {
     yLabel: 'true rank',
-    yMin: 1,
+    yMin: 0.5,
+    yMax: Math.max(1, ...ranks.map(([, rank]) => rank)) + 0.5,
+    xMin: trialIds.length > 0 ? Math.min(...trialIds) - 0.5 : undefined,
+    xMax: trialIds.length > 0 ? Math.max(...trialIds) + 0.5 : undefined,
     series: [{ label: 'rank per trial', color: '#5cb3ff', points: ranks, dots: true }],
   });
 }
