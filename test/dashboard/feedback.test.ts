@@ -19,6 +19,18 @@ function feedbackUrl(handle: DashboardHandle, token?: string): string {
   return `ws://${url.host}/feedback${token === undefined ? '' : `?token=${encodeURIComponent(token)}`}`;
 }
 
+function runClient(args: string[], onStderr?: (text: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'examples/feedback-client.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    onStderr?.(stderr);
+  });
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
 describe('feedback API', () => {
   let session: TestSession;
   let handle: DashboardHandle;
@@ -173,6 +185,40 @@ describe('feedback API', () => {
   });
 });
 
+describe('feedback example client frames', () => {
+  test('client prints final frames with their size', async () => {
+    const session = new TestSession();
+    const handle = await startDashboard(session, { host: '127.0.0.1', port: 0, token: TOKEN });
+    try {
+      const jpeg = await noiseJpeg(8, 64);
+      let started = false;
+      const result = await runClient(['--url', feedbackUrl(handle), '--frames', 'final', '--timeout-sec', '20'], (stderr) => {
+        if (started || !stderr.includes('subscribe accepted')) return;
+        started = true;
+        session.emit({ type: 'run-info', runId: 'frames', trSec: 2, shape: [2, 2, 2], affine: new Float64Array(16), source: 'test', motionCorrection: false, trials: [] });
+        for (let trialId = 0; trialId < 2; trialId++) {
+          emitTrial(session, { runId: 'frames', trialId, stimulusId: LABELS[trialId], candidates: LABELS, trueRank: 1, previewSteps: 2, image: jpeg });
+        }
+        session.emit({ type: 'run-end', runId: 'frames', volumesReceived: 10, endedAtMs: 0 });
+      });
+      assert.equal(result.code, 0, result.stderr);
+      const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      assert.deepEqual(lines.map((l) => `${l.type}:${l.trialId}:${l.kind ?? ''}`), [
+        'trial-result:0:', 'frame:0:low-level', 'frame:0:final', 'trial-result:1:', 'frame:1:low-level', 'frame:1:final',
+      ]);
+      assert.ok(lines.filter((l) => l.type === 'frame').every((l) => l.bytes === jpeg.length));
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('invalid frames option is rejected', async () => {
+    const result = await runClient(['--frames', 'some']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /invalid --frames "some": expected final, all or none/);
+  });
+});
+
 describe('feedback example client', () => {
   let session: HaxbyReplaySession;
   let handle: DashboardHandle;
@@ -187,18 +233,6 @@ describe('feedback example client', () => {
   after(async () => {
     await handle.close();
   });
-
-  function runClient(args: string[], onStderr?: (text: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'examples/feedback-client.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      onStderr?.(stderr);
-    });
-    return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  }
 
   test('wrong token makes the client exit with the reason', async () => {
     const result = await runClient(['--url', feedbackUrl(handle), '--token', 'wrong-token-0000', '--timeout-sec', '20']);
