@@ -57,6 +57,23 @@ def save_f32(path, tensor):
     tensor.detach().to(torch.float32).contiguous().numpy().astype('<f4').tofile(path)
 
 
+def sampling_references(args, ref_dir, net, schedule, latent):
+    """Run the PyTorch sampling loop for each --sampling spec and store noise and results."""
+    runs = []
+    for spec in args.sampling.split(','):
+        kind, steps, guidance = spec.split(':')
+        steps = args.timesteps if kind == 'ddpm' else int(steps)
+        name = f'{kind}{steps}_g{guidance}'
+        updates = args.timesteps if steps >= args.timesteps else len(sampling.ddim_time_pairs(args.timesteps, steps))
+        noise_init = torch.randn(args.batch, args.tokens, args.clip)
+        noise_steps = torch.randn(updates, args.batch, args.tokens, args.clip)
+        result = sampling.sample(net, schedule, latent, steps, float(guidance), noise_init, noise_steps)
+        for suffix, tensor in (('noise_init', noise_init), ('noise_steps', noise_steps), ('out', result)):
+            save_f32(os.path.join(ref_dir, f'{name}.{suffix}.f32'), tensor)
+        runs.append({'name': name, 'kind': kind, 'steps': steps, 'guidance': float(guidance), 'updates': updates})
+    return runs
+
+
 def mindeye1(args, ref_dir):
     out_dim = args.tokens * args.clip
     voxel2clip = me1.BrainNetwork(args.voxels, out_dim, args.clip, h=args.hidden, use_projector=True)
@@ -74,18 +91,7 @@ def mindeye1(args, ref_dir):
         latent, embedding = voxel2clip(voxels)
     save_f32(os.path.join(ref_dir, 'backbone.f32'), latent)
     save_f32(os.path.join(ref_dir, 'retrieval.f32'), embedding)
-    runs = []
-    for spec in args.sampling.split(','):
-        kind, steps, guidance = spec.split(':')
-        steps = args.timesteps if kind == 'ddpm' else int(steps)
-        name = f'{kind}{steps}_g{guidance}'
-        updates = args.timesteps if steps >= args.timesteps else len(sampling.ddim_time_pairs(args.timesteps, steps))
-        noise_init = torch.randn(args.batch, args.tokens, args.clip)
-        noise_steps = torch.randn(updates, args.batch, args.tokens, args.clip)
-        result = sampling.sample(net, prior.noise_scheduler, latent, steps, float(guidance), noise_init, noise_steps)
-        for suffix, tensor in (('noise_init', noise_init), ('noise_steps', noise_steps), ('out', result)):
-            save_f32(os.path.join(ref_dir, f'{name}.{suffix}.f32'), tensor)
-        runs.append({'name': name, 'kind': kind, 'steps': steps, 'guidance': float(guidance), 'updates': updates})
+    runs = sampling_references(args, ref_dir, net, prior.noise_scheduler, latent)
     heads = {'backbone': [args.batch, args.tokens, args.clip], 'retrieval': [args.batch, args.tokens, args.clip]}
     if args.lowlevel:
         low = me1.Voxel2StableDiffusionModel(args.voxels, h=args.hidden, use_cont=True)
@@ -111,10 +117,14 @@ def mindeye2(args, ref_dir):
     sizes = [args.voxels + 7, args.voxels]
     module = me2.MindEyeModule(me2.RidgeRegression(sizes, args.hidden),
                                me2.BrainNetwork(args.hidden, 1, 4, args.tokens, args.clip, blurry=args.lowlevel))
+    net = me1.VersatileDiffusionPriorNetwork(args.clip, args.tokens, args.prior_depth, args.dim_head, args.prior_heads)
+    prior = me1.BrainDiffusionPrior(None, net, args.timesteps)
     perturb(module)
+    perturb(prior)
     module.eval()
+    prior.eval()
     state = module.state_dict()
-    state['diffusion_prior.net.null_brain_embeds'] = torch.randn(args.tokens, args.clip)
+    state.update({f'diffusion_prior.{k}': v for k, v in prior.state_dict().items()})
     if args.extra_key:
         state[args.extra_key] = torch.zeros(3, 4)
     torch.save({'epoch': 0, 'model_state_dict': state}, os.path.join(args.out, 'checkpoint.pth'))
@@ -130,7 +140,7 @@ def mindeye2(args, ref_dir):
         with torch.no_grad():
             save_f32(os.path.join(ref_dir, 'lowlevel.f32'), me2.Mindeye2Blurry(module, 1)(voxels))
         heads['lowLevel'] = [args.batch, 4, 28, 28]
-    return heads, []
+    return heads, sampling_references(args, ref_dir, net, prior.noise_scheduler, latent)
 
 
 def main(argv):

@@ -48,7 +48,10 @@ def parse_args(argv):
     p.add_argument('--width', type=int, help='reduced hidden width of a test model (default: 4096, full size)')
     p.add_argument('--prior-timesteps', type=int, default=100,
                    help='prior timesteps when the checkpoint has no noise_scheduler buffers')
-    p.add_argument('--guidance', type=float, default=3.5, help='classifier-free guidance scale for the manifest')
+    p.add_argument('--guidance', type=float,
+                   help='classifier-free guidance scale for the manifest (default: 3.5 MindEye1, 1 MindEye2)')
+    p.add_argument('--prior-steps', type=int,
+                   help='prior sampling steps for the manifest (default: all timesteps (DDPM) MindEye1, 20 (DDIM) MindEye2)')
     p.add_argument('--ridge-index', type=int, help='MindEye2: which ridge.linears entry to export')
     return p.parse_args(argv)
 
@@ -115,19 +118,21 @@ def export_mindeye1(args, out, manifest):
         heads['retrieval'] = head(files, 'backbone', 'latent', 'embedding', args, dim=clip_size, tokens=tokens,
                                   space='clip-vit-l14-hidden' if tokens == 257 else 'clip-vit-l14')
     if prior is not None:
-        export_prior(prior, out, heads, args, tokens, clip_size)
+        export_prior(prior, out, heads, args, tokens, clip_size,
+                     guidance=3.5 if args.guidance is None else args.guidance,
+                     steps=args.prior_steps or prior.noise_scheduler.num_timesteps)
     if args.lowlevel_checkpoint:
         export_lowlevel(args, out, heads, voxels)
 
 
-def build_prior_net(state, path, args):
-    null = require_key(state, 'net.null_brain_embeds', path, 'MindEye1 diffusion prior')
+def build_prior_net(state, path, args, what='MindEye1 diffusion prior'):
+    null = require_key(state, 'net.null_brain_embeds', path, what)
     tokens, dim = null.shape
     layer = 'net.causal_transformer.layers.'
     depth = count_indexed(state, layer, '.0.to_q.weight')
-    dim_head = require_key(state, layer + '0.0.null_kv', path, 'MindEye1 diffusion prior').shape[1]
+    dim_head = require_key(state, layer + '0.0.null_kv', path, what).shape[1]
     heads = state[layer + '0.0.to_q.weight'].shape[0] // dim_head
-    ff_inner = require_key(state, layer + '0.1.1.weight', path, 'MindEye1 diffusion prior').shape[0] // 2
+    ff_inner = require_key(state, layer + '0.1.1.weight', path, what).shape[0] // 2
     betas = state.get('noise_scheduler.betas')
     timesteps = betas.shape[0] if betas is not None else args.prior_timesteps
     net = me1.VersatileDiffusionPriorNetwork(dim, tokens, depth, dim_head, heads)
@@ -147,7 +152,7 @@ class BackboneOnly(torch.nn.Module):
         return self.voxel2clip.backbone(voxels)
 
 
-def export_prior(prior, out, heads, args, tokens, dim):
+def export_prior(prior, out, heads, args, tokens, dim, guidance, steps):
     wrapper = me1.DenoiserForExport(prior.net)
     b = 2
     sample_args = (torch.randn(b, tokens, dim), torch.tensor([10.0, 3.0]), torch.randn(b, tokens, dim), torch.ones(b))
@@ -159,7 +164,7 @@ def export_prior(prior, out, heads, args, tokens, dim):
     with open(os.path.join(out, 'prior_schedule.json'), 'w') as f:
         json.dump(schedule_doc, f)
     heads['prior'] = head(files, 'backbone', 'brain_embed', 'pred_x_start', args, dim=dim, tokens=tokens,
-                          inputNames=names, timesteps=schedule.num_timesteps, guidance=args.guidance,
+                          inputNames=names, timesteps=schedule.num_timesteps, steps=steps, guidance=guidance,
                           schedule='cosine', scheduleFile='prior_schedule.json', predict='x_start',
                           nullConditioning='brain+image')
 
@@ -209,14 +214,10 @@ def export_mindeye2(args, out, manifest):
         # Checkpoints saved with diffusers < 0.14 name the decoder attention query/key/value/proj_attn.
         from mindeye.vae_decoder import rename_legacy_attention_keys
         state = rename_legacy_attention_keys(state)
-    skipped = ('diffusion_prior.',)
     strict_load(module, state, path, 'MindEye2 ridge + backbone' + (' with the blurry branch' if blurry else ''),
-                ignored=lambda k: k.startswith(skipped))
-    skipped_count = sum(1 for k in state if k.startswith(skipped))
+                ignored=lambda k: k.startswith(ME2_PRIOR_PREFIX))
+    prior = build_mindeye2_prior(state, path, args, tokens, clip_size)
     state.clear()
-    if skipped_count:
-        sys.stderr.write(f'mindeye_export: {skipped_count} tensors of the MindEye2 diffusion prior '
-                         'are not exported (not supported yet, see docs/models.md)\n')
     voxels = sizes[index]
     manifest['voxels'] = {'count': int(voxels)}
     heads = manifest['heads']
@@ -227,10 +228,37 @@ def export_mindeye2(args, out, manifest):
                         ['latent'], ['embedding'], {'latent': BATCH_AXIS, 'embedding': BATCH_AXIS}, fp16=args.fp16)
     heads['retrieval'] = head(files, 'backbone', 'latent', 'embedding', args, dim=clip_size, tokens=tokens,
                               space='openclip-vit-bigg14-hidden')
+    if prior is not None:
+        export_prior(prior, out, heads, args, tokens, clip_size,
+                     guidance=1.0 if args.guidance is None else args.guidance, steps=args.prior_steps or 20)
     if blurry:
         files = export_onnx(me2.Mindeye2Blurry(module, index), (torch.randn(2, voxels),), os.path.join(out, 'lowlevel.onnx'),
                             ['voxels'], ['latents'], {'voxels': BATCH_AXIS, 'latents': BATCH_AXIS}, fp16=args.fp16)
         heads['lowLevel'] = head(files, 'voxels', 'voxels', 'latents', args, latentShape=[4, 28, 28])
+
+
+ME2_PRIOR_PREFIX = 'diffusion_prior.'
+
+
+def build_mindeye2_prior(state, path, args, tokens, clip_size):
+    """Load MindEye2's prior (keys diffusion_prior.net.* and .noise_scheduler.*), or return None.
+
+    MindEye2's PriorNetwork has the same code as MindEye1's VersatileDiffusionPriorNetwork, at
+    256 x 1664 tokens, so the same module and export serve both.
+    """
+    prior_state = {k[len(ME2_PRIOR_PREFIX):]: v for k, v in state.items() if k.startswith(ME2_PRIOR_PREFIX)}
+    if not prior_state:
+        return None
+    what = 'MindEye2 diffusion prior'
+    net, timesteps = build_prior_net(prior_state, path, args, what)
+    if (net.num_tokens, net.dim) != (tokens, clip_size):
+        raise ExportError('CHECKPOINT_SHAPE', 'The prior token shape differs from the backbone output.', file=path,
+                          field='diffusion_prior.net.null_brain_embeds', value=[net.num_tokens, net.dim],
+                          expected=str([tokens, clip_size]), fix='export a checkpoint whose prior was trained with this backbone')
+    prior = me1.BrainDiffusionPrior(None, net, timesteps)
+    strict_load(prior, prior_state, path, what,
+                optional=lambda k: k.endswith('rotary_emb.freqs') or k.startswith('noise_scheduler.'))
+    return prior
 
 
 def pick_ridge(args, path, sizes):

@@ -25,6 +25,7 @@
  * - retrieval: `dim`, `tokens`, `space` (embedding space of the image bank it is compared with).
  * - classifier: `labels` (string[]); output is one score per label.
  * - prior: `timesteps`, `guidance`, `schedule`, `dim`, `tokens`; from the MindEye exporter also
+ *   `steps` (sampling steps: `timesteps` runs DDPM, fewer run DDIM),
  *   `inputNames` ([image_embed, timestep, brain_embed, cond_keep]), `scheduleFile` (JSON of the
  *   noise-schedule buffers, see src/decode/prior.ts), `predict` ("x_start") and
  *   `nullConditioning` ("brain+image": the unconditioned pass swaps in both null embeddings).

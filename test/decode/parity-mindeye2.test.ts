@@ -6,15 +6,18 @@ import { exportCheckpoint } from '../../src/cli/export.ts';
 import { MindeyeError } from '../../src/errors.ts';
 import { loadManifest } from '../../src/decode/manifest.ts';
 import { checkHeadShapes, loadHead, ort, runHead } from '../../src/decode/ort.ts';
+import { arrayNoise, loadPriorSchedule, onnxDenoiser, samplePrior } from '../../src/decode/prior.ts';
 import { makeExportedModel, maxAbsDiff, type Fixture } from './export-fixture.ts';
 
 const TOLERANCE = 1e-4;
 
-describe('MindEye2 ridge, backbone and blurry head parity with PyTorch (reduced width)', () => {
+describe('MindEye2 export parity with PyTorch (reduced width)', () => {
   let fixture: Fixture;
 
   before(async () => {
-    fixture = await makeExportedModel(['--arch', 'mindeye2', '--voxels', '200', '--hidden', '48', '--tokens', '4', '--clip', '24', '--lowlevel'],
+    fixture = await makeExportedModel(['--arch', 'mindeye2', '--voxels', '200', '--hidden', '48', '--tokens', '4', '--clip', '24', '--lowlevel',
+      // MindEye2's prior has 52-wide heads, so rotary embeddings cover 32 of 52 dimensions.
+      '--dim-head', '52', '--prior-heads', '2', '--sampling', 'ddim:20:1,ddim:10:3.5'],
       { ridgeIndex: 1 });
   });
 
@@ -26,8 +29,10 @@ describe('MindEye2 ridge, backbone and blurry head parity with PyTorch (reduced 
     const { manifest } = loadManifest(fixture.modelDir);
     assert.equal(manifest.provenance?.arch, 'mindeye2');
     assert.equal(manifest.voxels.count, 200);
-    assert.deepEqual(Object.keys(manifest.heads).sort(), ['backbone', 'lowLevel', 'retrieval']);
+    assert.deepEqual(Object.keys(manifest.heads).sort(), ['backbone', 'lowLevel', 'prior', 'retrieval']);
     assert.deepEqual(manifest.heads.lowLevel.latentShape, [4, 28, 28]);
+    assert.equal(manifest.heads.prior.steps, 20, 'MindEye2 samples the prior with 20 DDIM steps');
+    assert.equal(manifest.heads.prior.guidance, 1);
   });
 
   test('ambiguous ridge layers need --ridge-index', async () => {
@@ -54,6 +59,25 @@ describe('MindEye2 ridge, backbone and blurry head parity with PyTorch (reduced 
     t.diagnostic(`retrieval max abs diff ${embeddingDiff}`);
     assert.ok(embeddingDiff < TOLERANCE, `retrieval max abs diff ${embeddingDiff}`);
   });
+
+  for (const runName of ['ddim20_g1', 'ddim10_g3.5']) {
+    test(`prior ${runName} sampling matches PyTorch`, async (t) => {
+      const model = loadManifest(fixture.modelDir);
+      const { batch, tokens, clip } = fixture.reference;
+      const run = fixture.reference.sampling.find((r) => r.name === runName);
+      assert.ok(run, `reference has run ${runName}`);
+      const prior = await loadHead(model, 'prior', { device: 'cpu' });
+      const out = await samplePrior({
+        denoiser: onnxDenoiser(prior, tokens, clip),
+        schedule: loadPriorSchedule(join(model.dir, model.manifest.heads.prior.scheduleFile as string)),
+        brainEmbed: fixture.array('backbone'), batch, tokens, dim: clip, steps: run.steps, guidance: run.guidance,
+        noise: arrayNoise(fixture.array(`${run.name}.noise_init`), fixture.array(`${run.name}.noise_steps`)),
+      });
+      const diff = maxAbsDiff(out, fixture.array(`${run.name}.out`));
+      t.diagnostic(`max abs diff ${diff}`);
+      assert.ok(diff < TOLERANCE, `max abs diff ${diff}`);
+    });
+  }
 
   test('blurry low-level head matches PyTorch', async (t) => {
     const { batch, voxels } = fixture.reference;
