@@ -13,10 +13,15 @@
  *   (default 1.5, fMRIPrep's default for standardized DVARS). A fixed percentage would not do:
  *   on unsmoothed real-time data thermal noise alone gives 1-4 % (sqrt(2) / tSNR), so the 0.5 %
  *   that Power et al. (2012) applied to their smoothed data would flag almost every volume.
- * - Spikes: the mean of each slice over the DVARS voxels, z-scored against that slice's running
- *   mean and standard deviation over earlier unflagged volumes (Welford). Flag 'spike' when any
- *   slice's |z| exceeds spikeZThreshold (default 5) once spikeWarmupVolumes (default 5) earlier
- *   volumes are in the statistics. Slice-wise, because RF spikes and dropouts hit single slices.
+ * - Spikes: slice-wise, because RF spikes and dropouts hit single slices. For each slice, the
+ *   relative change of its mean (over the DVARS voxels) since the last unflagged volume, minus
+ *   the median change over all slices (a global change is DVARS's business), is divided by that
+ *   slice's robust scale of change: 1.4826 times the median absolute value of its last 30 such
+ *   changes (about zero, since a change has mean zero), floored at 0.1 %. Flag 'spike' when any |z| exceeds
+ *   spikeZThreshold (default 5) once spikeWarmupVolumes (default 5) changes are in the history.
+ *   Changes rather than levels, so that drift and the new position after a jump do not count.
+ *   A second flagged volume in a row that matches the first is a new level (the head moved),
+ *   not a spike, and is not flagged.
  * - Temporal SNR: per-voxel running mean and standard deviation (Welford, float64), readable at
  *   any time; tSNR = mean / sample standard deviation.
  *
@@ -56,7 +61,7 @@ export interface QualityResult {
   dvarsPct: number;
   /** dvars over the median DVARS of earlier unflagged volumes; NaN until 3 of them exist. */
   dvarsStd: number;
-  /** Largest |z| of a slice mean against its running statistics; 0 during the warm-up. */
+  /** Largest |z| of a slice's mean change (see the module header); 0 during the warm-up. */
   spikeZ: number;
   /** Slice (z index) with that largest |z|, or -1. */
   spikeSlice: number;
@@ -89,9 +94,7 @@ export class QualityMonitor {
   /** DVARS of the latest unflagged volumes (at most 50), for the standardized DVARS. */
   private readonly recentDvars: number[] = [];
 
-  private sliceStatsCount = 0;
-  private readonly sliceMean: Float64Array;
-  private readonly sliceM2: Float64Array;
+  private readonly spikes: SliceSpikeDetector;
 
   constructor(opts: QualityOptions) {
     const [nx, ny, nz] = opts.shape;
@@ -140,8 +143,7 @@ export class QualityMonitor {
     this.count = new Uint32Array(this.length);
     this.mean = new Float64Array(this.length);
     this.m2 = new Float64Array(this.length);
-    this.sliceMean = new Float64Array(nz);
-    this.sliceM2 = new Float64Array(nz);
+    this.spikes = new SliceSpikeDetector(nz, 30);
   }
 
   /** Volumes passed to update() so far, flagged ones included. */
@@ -203,25 +205,22 @@ export class QualityMonitor {
       }
     }
 
+    const sliceMeans = Float64Array.from(sliceSum, (total, slice) => (sliceN[slice] > 0 ? total / sliceN[slice] : Number.NaN));
     let spikeZ = 0, spikeSlice = -1;
-    if (!excluded && this.sliceStatsCount >= this.spikeWarmupVolumes) {
-      for (let s = 0; s < this.sliceCount; s++) {
-        if (sliceN[s] === 0) continue;
-        const m = sliceSum[s] / sliceN[s];
-        const sd = Math.sqrt(this.sliceM2[s] / (this.sliceStatsCount - 1));
-        // Floor the deviation at 0.1 % of the slice mean so that a nearly constant slice does not
-        // turn rounding noise into spikes.
-        const z = Math.abs(m - this.sliceMean[s]) / Math.max(sd, 1e-3 * Math.abs(this.sliceMean[s]), 1e-12);
-        if (z > spikeZ) { spikeZ = z; spikeSlice = s; }
-      }
-      if (spikeZ > this.spikeZThreshold) out.add('spike');
+    let spike = false;
+    if (!excluded) {
+      const score = this.spikes.score(sliceMeans, this.spikeWarmupVolumes, this.spikeZThreshold);
+      spikeZ = score.z;
+      spikeSlice = score.slice;
+      spike = score.spike;
+      if (spike) out.add('spike');
+      this.spikes.commit(sliceMeans, score);
     }
 
     this.volumes++;
     if (!excluded) {
       this.accumulateVoxels(data);
-      if (!out.has('spike')) this.accumulateSlices(sliceSum, sliceN);
-      if (prev && diffCount > 0 && !out.has('dvars') && !out.has('spike')) {
+      if (prev && diffCount > 0 && !out.has('dvars') && !spike) {
         this.recentDvars.push(dvars);
         if (this.recentDvars.length > 50) this.recentDvars.shift();
       }
@@ -277,18 +276,106 @@ export class QualityMonitor {
       this.m2[i] += delta * (v - this.mean[i]);
     }
   }
+}
 
-  private accumulateSlices(sliceSum: Float64Array, sliceN: Uint32Array): void {
-    this.sliceStatsCount++;
-    const n = this.sliceStatsCount;
-    for (let s = 0; s < this.sliceCount; s++) {
-      if (sliceN[s] === 0) continue;
-      const m = sliceSum[s] / sliceN[s];
-      const delta = m - this.sliceMean[s];
-      this.sliceMean[s] += delta / n;
-      this.sliceM2[s] += delta * (m - this.sliceMean[s]);
+interface SpikeScore {
+  z: number;
+  slice: number;
+  spike: boolean;
+  /** Residual relative changes against the last unflagged volume, or null without one. */
+  residuals: Float64Array | null;
+  /** The volume repeats the previous flagged one: a new level, not a spike. */
+  levelShift: boolean;
+}
+
+/** Slice-wise spike detection on relative slice-mean changes (see the module header). */
+class SliceSpikeDetector {
+  private lastGood: Float64Array | null = null;
+  private previous: Float64Array | null = null;
+  private previousWasSpike = false;
+  /** Ring buffer of residual changes, `window` rows of `slices` values. */
+  private readonly history: Float64Array;
+  private filled = 0;
+  private nextRow = 0;
+
+  constructor(private readonly slices: number, private readonly window: number) {
+    this.history = new Float64Array(slices * window).fill(Number.NaN);
+  }
+
+  score(means: Float64Array, warmup: number, threshold: number): SpikeScore {
+    if (this.lastGood === null) return { z: 0, slice: -1, spike: false, residuals: null, levelShift: false };
+    const residuals = residualChanges(means, this.lastGood);
+    if (this.filled < warmup) return { z: 0, slice: -1, spike: false, residuals, levelShift: false };
+    const scales = this.scales();
+    const best = maxZ(residuals, scales);
+    let spike = best.z > threshold;
+    let levelShift = false;
+    if (spike && this.previousWasSpike && this.previous !== null) {
+      // Same pattern as the previous flagged volume: the head or the signal moved to a new level.
+      const againstPrevious = maxZ(residualChanges(means, this.previous), scales);
+      if (againstPrevious.z <= threshold) { spike = false; levelShift = true; }
+    }
+    return { z: best.z, slice: best.slice, spike, residuals, levelShift };
+  }
+
+  commit(means: Float64Array, score: SpikeScore): void {
+    this.previous = means;
+    this.previousWasSpike = score.spike;
+    if (score.spike) return;
+    if (score.residuals !== null && !score.levelShift) {
+      this.history.set(score.residuals, this.nextRow * this.slices);
+      this.nextRow = (this.nextRow + 1) % this.window;
+      this.filled = Math.min(this.filled + 1, this.window);
+    }
+    this.lastGood = means;
+  }
+
+  /**
+   * Per slice: the robust scale of the history about zero, 1.4826 median(|change|), floored at
+   * 0.1 %. About zero rather than about the median: a slice whose mean alternates (+a, -a, ...)
+   * would otherwise get a median of +a and a scale of 0.
+   */
+  private scales(): { centre: Float64Array; scale: Float64Array } {
+    const centre = new Float64Array(this.slices);
+    const scale = new Float64Array(this.slices);
+    const column: number[] = [];
+    for (let s = 0; s < this.slices; s++) {
+      column.length = 0;
+      for (let r = 0; r < this.window; r++) {
+        const v = this.history[r * this.slices + s];
+        if (Number.isFinite(v)) column.push(v);
+      }
+      if (column.length === 0) { centre[s] = Number.NaN; continue; }
+      scale[s] = Math.max(1.4826 * median(column.map(Math.abs)), 1e-3);
+    }
+    return { centre, scale };
+  }
+}
+
+/** Relative change of each slice mean against `base`, minus the median change over slices. */
+function residualChanges(means: Float64Array, base: Float64Array): Float64Array {
+  const out = new Float64Array(means.length).fill(Number.NaN);
+  const valid: number[] = [];
+  for (let s = 0; s < means.length; s++) {
+    if (Number.isFinite(means[s]) && Number.isFinite(base[s]) && base[s] !== 0) {
+      out[s] = (means[s] - base[s]) / Math.abs(base[s]);
+      valid.push(out[s]);
     }
   }
+  if (valid.length === 0) return out;
+  const global = median(valid);
+  for (let s = 0; s < out.length; s++) out[s] -= global;
+  return out;
+}
+
+function maxZ(residuals: Float64Array, stats: { centre: Float64Array; scale: Float64Array }): { z: number; slice: number } {
+  let z = 0, slice = -1;
+  for (let s = 0; s < residuals.length; s++) {
+    if (!Number.isFinite(residuals[s]) || !Number.isFinite(stats.centre[s])) continue;
+    const zs = Math.abs(residuals[s] - stats.centre[s]) / stats.scale[s];
+    if (zs > z) { z = zs; slice = s; }
+  }
+  return { z, slice };
 }
 
 function median(values: number[]): number {

@@ -12,12 +12,12 @@ const pyneal = loadSeries(EPI_PYNEAL);
 const shape = siemens.header.shape;
 const brain = intensityMask(siemens.volumes[2]);
 
-/** Steady-state Siemens volumes 2-5 plus copies with deterministic 1% noise: a 10-volume run. */
+/** Steady-state Siemens volumes 4 and 5 (0.2 mm apart) alternating, with deterministic 1% noise: a 10-volume run. */
 function steadyRun(): Float32Array[] {
   const run: Float32Array[] = [];
   let seed = 11;
   for (let r = 0; r < 10; r++) {
-    const base = siemens.volumes[2 + (r % 4)];
+    const base = siemens.volumes[4 + (r % 2)];
     run.push(Float32Array.from(base, (v) => {
       seed = (seed * 16807) % 2147483647;
       return v * (1 + 0.01 * ((seed / 2147483647) * 2 - 1));
