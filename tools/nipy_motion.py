@@ -8,8 +8,8 @@ writes the parameters in mindeye-rt's convention as JSON:
     xyzMovingMm = R (xyzRefMm - c) + c + t,   R = Rz(rz) Ry(ry) Rx(rx)
 
 with c the world position of the reference grid's centre voxel ((n-1)/2 on each axis). nipy's
-transform maps the `from` image's world space to the `to` image's; with the reference as `from`
-it is the matrix above, expressed about the world origin, and is converted here.
+transform maps the `from` image's world space to the `to` image's. With the reference as `from`,
+it is the matrix above expressed about the world origin, which this script converts.
 
 Run with Debian's interpreter, which has python3-nipy and python3-nibabel:
 

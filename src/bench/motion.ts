@@ -10,10 +10,11 @@
  *    moving volumes are made with this project's trilinear resampler; the tests check accuracy
  *    with an independent cubic resampler.
  * 2. Real EPI side by side with nipy (tools/nipy_motion.py, Debian's python3-nipy, the
- *    registration pyneal uses): the Siemens series volumes 2-5 registered to volume 2, plus
- *    volume 3 moved by three known transforms (trilinear, so the moved volumes are slightly
- *    blurred, which costs both tools some accuracy). Reports time per volume and accuracy of
- *    both, and how far their estimates are apart. Skipped with the reason when nipy is missing.
+ *    registration pyneal uses). Both register the Siemens series volumes 2-5 to volume 2, and
+ *    volume 3 moved by three known transforms to volume 3. The moves use trilinear
+ *    interpolation, which blurs the moved volumes slightly and costs both tools some accuracy.
+ *    Reports time per volume and accuracy of both, and how far their estimates are apart.
+ *    Skipped with the reason when nipy is missing.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

@@ -11,10 +11,11 @@
  * 2012) is computed from these parameters with rotations converted to mm on a 50 mm sphere.
  *
  * Method: least squares on the intensities of the cost voxels (the brain mask, subsampled to at
- * most `maxPointsPerLevel` per level), minimized by inverse-compositional Gauss-Newton (Baker
- * and Matthews 2004) with analytic gradients: the reference's gradient and the Jacobian of the
- * rigid warp are computed once per pyramid level, so an iteration costs one trilinear sample
- * and a 6x6 normal-equation update per cost voxel. A Gaussian pyramid (binomial kernel, factor
+ * most `maxPointsPerLevel` per level), after smoothing both volumes and matching the volume's
+ * intensities to the reference's (gain and offset). The cost is minimized by
+ * inverse-compositional Gauss-Newton (Baker and Matthews 2004) with analytic gradients. The
+ * reference's gradient and the Jacobian of the rigid warp are computed once per pyramid level,
+ * so an iteration costs one trilinear sample and a 6x6 normal-equation update per cost voxel. A Gaussian pyramid (binomial kernel, factor
  * 2 per level) widens the capture range; each volume starts from the previous volume's
  * parameters. When the result looks wrong (a large jump, a poor fit or little overlap), the
  * registration is retried from identity and from a centre-of-mass translation, and the best
@@ -66,7 +67,7 @@ export interface MotionCorrectorOptions {
   minOverlap?: number;
   /** Pearson correlation between reference and resampled volume on the cost voxels below which the registration is treated as failed (default 0.5). */
   minCorrelation?: number;
-  /** Where the reference came from, for error messages. */
+  /** Source of the reference (file or volume id), for error messages. */
   referenceSource?: string;
 }
 
@@ -318,7 +319,7 @@ export class MotionCorrector {
     if (!scan.anyNonZero) {
       flags.push('all-zero');
       messages.push('the volume is all zeros: registration skipped, previous motion parameters kept');
-      return this.heldResult(flags, messages);
+      return this.previousMotionResult(flags, messages);
     }
 
     const pyramid = this.buildMovingPyramid(data);
@@ -348,8 +349,8 @@ export class MotionCorrector {
         `registration failed: ${(best.overlap * 100).toFixed(0)}% of the cost voxels overlap the volume and the correlation with the reference is ${best.correlation.toFixed(2)} ` +
           `(need ${(this.minOverlap * 100).toFixed(0)}% and ${this.minCorrelation}); previous motion parameters kept`,
       );
-      const held = this.heldResult(flags, messages);
-      return { ...held, iterations: best.iterations, cost: best.cost, correlation: best.correlation, overlap: best.overlap };
+      const kept = this.previousMotionResult(flags, messages);
+      return { ...kept, iterations: best.iterations, cost: best.cost, correlation: best.correlation, overlap: best.overlap };
     }
 
     const motion = matrixToMotion(best.matrix, this.rotationCentreMm);
@@ -414,7 +415,7 @@ export class MotionCorrector {
     return multiply4(this.inverseAffine, multiply4(this.lastMatrix, this.affine));
   }
 
-  private heldResult(flags: QualityFlag[], messages: string[]): RegistrationResult {
+  private previousMotionResult(flags: QualityFlag[], messages: string[]): RegistrationResult {
     return {
       motion: copyMotion(this.lastMotion),
       iterations: 0,

@@ -13,11 +13,12 @@
  *   (default 1.5, fMRIPrep's default for standardized DVARS). A fixed percentage would not do:
  *   on unsmoothed real-time data thermal noise alone gives 1-4 % (sqrt(2) / tSNR), so the 0.5 %
  *   that Power et al. (2012) applied to their smoothed data would flag almost every volume.
- * - Spikes: slice-wise, because RF spikes and dropouts hit single slices. For each slice, the
- *   relative change of its mean (over the DVARS voxels) since the last unflagged volume, minus
- *   the median change over all slices (a global change is DVARS's business), is divided by that
- *   slice's robust scale of change: 1.4826 times the median absolute value of its last 30 such
- *   changes (about zero, since a change has mean zero), floored at 0.1 %. Flag 'spike' when any |z| exceeds
+ * - Spikes: slice-wise, because RF spikes and dropouts hit single slices. For each slice we take
+ *   the relative change of its mean (over the DVARS voxels) since the last unflagged volume and
+ *   subtract the median change over all slices, because a global change is DVARS's business.
+ *   The result is divided by that slice's robust scale of change: 1.4826 times the median
+ *   absolute value of its last 30 such changes (about zero, since a change has mean zero),
+ *   floored at 0.1 %. Flag 'spike' when any |z| exceeds
  *   spikeZThreshold (default 5) once spikeWarmupVolumes (default 5) changes are in the history.
  *   Changes rather than levels, so that drift and the new position after a jump do not count.
  *   A second flagged volume in a row that matches the first is a new level (the head moved),
@@ -200,7 +201,8 @@ export class QualityMonitor {
       dvarsPct = runMean !== 0 ? (100 * dvars) / Math.abs(runMean) : 0;
       if (this.recentDvars.length >= 3) {
         const expected = median(this.recentDvars);
-        dvarsStd = expected > 0 ? dvars / expected : dvars > 0 ? Number.POSITIVE_INFINITY : 1;
+        if (expected > 0) dvarsStd = dvars / expected;
+        else dvarsStd = dvars > 0 ? Number.POSITIVE_INFINITY : 1;
         if (dvarsStd > this.dvarsThreshold) out.add('dvars');
       }
     }

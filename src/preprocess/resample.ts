@@ -1,6 +1,6 @@
 /**
  * Volume sampling kernels for motion correction: trilinear interpolation under a voxel-to-voxel
- * affine, Gaussian pyramid reduction and central-difference gradients.
+ * affine, binomial smoothing and Gaussian pyramid reduction.
  *
  * All volumes are Float32Array in NIfTI order (x fastest, then y, then z). A voxel-to-voxel
  * matrix is the top three rows of a row-major 4x4 matrix (12 numbers) mapping (i, j, k, 1) of
@@ -10,7 +10,7 @@ import type { Shape3 } from '../events.ts';
 
 /**
  * Samples `data` by trilinear interpolation at fractional voxel (u, v, w). Coordinates outside
- * [0, n-1] on any axis are clamped to the nearest edge voxel; callers that need to know about
+ * [0, n-1] on any axis are clamped to the nearest edge voxel, so callers that must detect
  * out-of-grid positions test the coordinates first.
  */
 export function trilinearClamped(data: Float32Array, shape: Shape3, u: number, v: number, w: number): number {
@@ -77,9 +77,9 @@ export function reducedShape(shape: Shape3): Shape3 {
 }
 
 /**
- * One Gaussian pyramid step: smooths with the binomial kernel [1 4 6 4 1]/16 (close to a
- * Gaussian of sigma 1 voxel) along each axis and keeps every second voxel, so that coarse voxel
- * i sits at fine voxel 2i. Edges are replicated. The three separable passes each decimate as
+ * Reduces a volume by one Gaussian pyramid step. It smooths with the binomial kernel
+ * [1 4 6 4 1]/16 (close to a Gaussian of sigma 1 voxel) along each axis and keeps every second
+ * voxel, so that coarse voxel i sits at fine voxel 2i. Edges are replicated. The three separable passes each decimate as
  * they go, so the work is about 1.75 times one pass over the input.
  */
 export function pyramidReduce(data: Float32Array, shape: Shape3, scratch?: { a?: Float32Array; b?: Float32Array }): {
@@ -201,20 +201,18 @@ export function smoothBinomial9(data: Float32Array, shape: Shape3, out?: Float32
         sum = w[0] * (data[c - 4] + data[c + 4]) + w[1] * (data[c - 3] + data[c + 3]) +
           w[2] * (data[c - 2] + data[c + 2]) + w[3] * (data[c - 1] + data[c + 1]) + w[4] * data[c];
       } else {
-        for (let t = -4; t <= 4; t++) {
-          const x = i + t < 0 ? 0 : i + t > nx - 1 ? nx - 1 : i + t;
-          sum += w[t + 4] * data[o + x];
-        }
+        for (let t = -4; t <= 4; t++) sum += w[t + 4] * data[o + clampIndex(i + t, nx)];
       }
       a[o + i] = sum;
     }
   }
+
   // y pass: a -> result, one row of x at a time.
   for (let k = 0; k < nz; k++) {
     const s = k * plane;
     for (let j = 0; j < ny; j++) {
       const d = s + j * nx;
-      const rows = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => s + (j + t < 0 ? 0 : j + t > ny - 1 ? ny - 1 : j + t) * nx);
+      const rows = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => s + clampIndex(j + t, ny) * nx);
       const [r0, r1, r2, r3, r4, r5, r6, r7, r8] = rows;
       for (let i = 0; i < nx; i++) {
         result[d + i] = w[0] * (a[r0 + i] + a[r8 + i]) + w[1] * (a[r1 + i] + a[r7 + i]) +
@@ -222,10 +220,11 @@ export function smoothBinomial9(data: Float32Array, shape: Shape3, out?: Float32
       }
     }
   }
+
   // z pass: result -> a, then copied back, because each output plane reads 9 input planes.
   for (let k = 0; k < nz; k++) {
     const d = k * plane;
-    const planes = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => (k + t < 0 ? 0 : k + t > nz - 1 ? nz - 1 : k + t) * plane);
+    const planes = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => clampIndex(k + t, nz) * plane);
     const [p0, p1, p2, p3, p4, p5, p6, p7, p8] = planes;
     for (let i = 0; i < plane; i++) {
       a[d + i] = w[0] * (result[p0 + i] + result[p8 + i]) + w[1] * (result[p1 + i] + result[p7 + i]) +
@@ -234,6 +233,13 @@ export function smoothBinomial9(data: Float32Array, shape: Shape3, out?: Float32
   }
   result.set(a.subarray(0, n));
   return result;
+}
+
+/** Returns index i clamped to [0, n - 1] (edge replication). */
+function clampIndex(i: number, n: number): number {
+  if (i < 0) return 0;
+  if (i > n - 1) return n - 1;
+  return i;
 }
 
 /** Keeps every second voxel along each axis (coarse voxel i = fine voxel 2i); the input must already be smoothed. */

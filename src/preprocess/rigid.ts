@@ -137,9 +137,10 @@ export function gridCentreMm(shape: Vec3, affine: ArrayLike<number>): Vec3 {
 }
 
 /**
- * Framewise displacement after Power et al. (2012, NeuroImage 59:2142): the sum of the absolute
- * changes of the three translations (mm) and of the three rotations converted to arc length on
- * a sphere of radiusMm (50 mm, about the distance from the centre of the head to the cortex).
+ * Computes framewise displacement after Power et al. (2012, NeuroImage 59:2142). FD is the sum
+ * of the absolute changes of the three translations (mm) and of the three rotations, which are
+ * converted to arc length on a sphere of radiusMm. The default 50 mm is about the distance from
+ * the centre of the head to the cortex.
  */
 export function framewiseDisplacement(prev: MotionParams, cur: MotionParams, radiusMm = 50): number {
   let fd = 0;

@@ -41,7 +41,7 @@ function matMul(a: Mat3, b: Mat3): Mat3 {
   return a.map((row) => [0, 1, 2].map((j) => row[0] * b[0][j] + row[1] * b[1][j] + row[2] * b[2][j]));
 }
 
-/** The documented convention: rotate about x first, then y, then z (R = Rz Ry Rx). */
+/** Builds the rotation of the documented convention: about x first, then y, then z (R = Rz Ry Rx). */
 export function rotationOf(m: MotionParams): Mat3 {
   const [rx, ry, rz] = m.rotationRad;
   return matMul(axisRotation([0, 0, 1], rz), matMul(axisRotation([0, 1, 0], ry), axisRotation([1, 0, 0], rx)));
@@ -79,8 +79,8 @@ function cubicAt(data: Float32Array, shape: Shape3, x: number, y: number, z: num
 }
 
 /**
- * Moves the head in `volume` by `motion` (the documented convention, about the grid centre):
- * the output at world y takes the input at R^T (y - c - t) + c, by Catmull-Rom cubic
+ * Moves the head in `volume` by `motion` (the documented convention, about the grid centre).
+ * The output at world y takes the input at R^T (y - c - t) + c by Catmull-Rom cubic
  * interpolation, and 0 outside the input grid.
  */
 export function applyRigid(volume: Float32Array, shape: Shape3, affine: Float64Array, motion: MotionParams): Float32Array {

@@ -112,7 +112,8 @@ test('real 25 degree head turn registered and flagged', () => {
   const turned = mc.register(siemens.volumes[0].slice());
   assert.ok(turned.flags.includes('jump'), `flags ${turned.flags}`);
   const rzDeg = (turned.motion.rotationRad[2] * 180) / Math.PI;
-  assert.ok(rzDeg < -20 && rzDeg > -30, `rotation about z ${rzDeg.toFixed(1)} deg`);
+  assert.ok(rzDeg < -20, `rotation about z ${rzDeg.toFixed(1)} deg`);
+  assert.ok(rzDeg > -30, `rotation about z ${rzDeg.toFixed(1)} deg`);
   const after = correlation(siemens.volumes[2], mc.resample(siemens.volumes[0]), mask);
   // Volume 0 also has non-steady-state contrast, so even aligned it matches less than 0.9.
   assert.ok(before < 0.75, `correlation before ${before.toFixed(3)}`);
@@ -251,7 +252,7 @@ test('real series agrees with nipy', (t) => {
   // nipy's HistogramRegistration (correlation coefficient of the joint histogram over the whole
   // field of view, Powell, trilinear) is the registration pyneal runs. Its cost differs from ours
   // (least squares on smoothed brain voxels), and on these real volumes the two optima are
-  // 0.2-0.3 mm and 0.2-0.3 degrees apart; restarted from our estimate, nipy returns to its own.
+  // 0.2-0.3 mm and 0.2-0.4 degrees apart. Restarted from our estimate, nipy returns to its own.
   // On the same volumes moved by known transforms, nipy's errors reach 0.24 mm and 0.43 degrees
   // and ours stay under 0.1. Hence 0.4 mm and 0.5 degrees per parameter. The offset between the
   // optima is nearly the same for every volume, so framewise displacement between consecutive

@@ -78,7 +78,8 @@ test('global signal jump flagged by standardized DVARS', () => {
   const jumped = monitor.update(noisy(1.03));
   assert.ok(jumped.flags.includes('dvars'), `standardized DVARS ${jumped.dvarsStd}`);
   assert.ok(jumped.dvarsStd > 3, `standardized DVARS ${jumped.dvarsStd}`);
-  assert.ok(jumped.dvarsPct > 3 && jumped.dvarsPct < 4, `DVARS ${jumped.dvarsPct.toFixed(2)} %`);
+  assert.ok(jumped.dvarsPct > 3, `DVARS ${jumped.dvarsPct.toFixed(2)} %`);
+  assert.ok(jumped.dvarsPct < 4, `DVARS ${jumped.dvarsPct.toFixed(2)} %`);
 });
 
 test('slice spike flagged on the right slice', () => {
@@ -124,7 +125,8 @@ test('tSNR map matches a two-pass computation', () => {
     }
   }
   const median = monitor.medianTsnr();
-  assert.ok(median > 5 && median < 500, `median tSNR ${median}`);
+  assert.ok(median > 5, `median tSNR ${median}`);
+  assert.ok(median < 500, `median tSNR ${median}`);
   assert.equal(monitor.volumeCount, run.length);
 });
 
@@ -142,7 +144,8 @@ test('NaN and all-zero volumes flagged and kept out of the maps', () => {
   withNan[2000] = Number.NEGATIVE_INFINITY;
   const nan = monitor.update(withNan);
   assert.deepEqual(nan.flags, ['nan']);
-  assert.ok(Number.isFinite(nan.dvars) && nan.dvars > 0);
+  assert.ok(Number.isFinite(nan.dvars));
+  assert.ok(nan.dvars > 0);
   // DVARS skipped the all-zero volume: it compares with volume 3.
   const withNanClean = siemens.volumes[4].slice();
   withNanClean[1000] = siemens.volumes[3][1000];
