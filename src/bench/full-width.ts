@@ -14,7 +14,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MindeyeError } from '../errors.ts';
-import { loadHead, ort, runHead, type Device, type LoadedHead } from '../decode/ort.ts';
+import { CUDA_INSTALL_COMMAND, detectCudaProvider, loadHead, ort, runHead, type Device, type LoadedHead } from '../decode/ort.ts';
 import type { LoadedManifest, ModelManifest } from '../decode/manifest.ts';
 import { logger } from '../log.ts';
 
@@ -98,6 +98,16 @@ export async function benchFullWidth(opts: FullWidthOptions = {}): Promise<Recor
   const device = opts.device ?? 'cpu';
   const batches = opts.batches ?? [1, 8];
   const repeats = opts.repeats ?? 3;
+  if (device === 'cuda') {
+    // Fail before the long PyTorch export when the CUDA provider is not installed.
+    const cuda = detectCudaProvider();
+    if (!cuda.available) {
+      throw new MindeyeError('DEVICE_UNAVAILABLE', 'The CUDA execution provider of onnxruntime-node is not installed.', {
+        field: '--device', value: 'cuda', expected: `${cuda.missing.join(', ')} in ${cuda.binDir}`,
+        fix: `install it with \`${CUDA_INSTALL_COMMAND}\` (see docs/models.md), or run the bench with --device cpu`,
+      });
+    }
+  }
   const base = opts.scratchDir ?? tmpdir();
   const fs = statfsSync(base);
   const freeBytes = fs.bavail * fs.bsize;

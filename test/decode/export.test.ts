@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { exportCheckpoint, run as runExport } from '../../src/cli/export.ts';
 import { MindeyeError } from '../../src/errors.ts';
 import { loadManifest } from '../../src/decode/manifest.ts';
-import { checkHeadShapes, createSession, loadHead } from '../../src/decode/ort.ts';
-import { makeCheckpoint, makeExportedModel, type Fixture } from './export-fixture.ts';
+import { checkHeadShapes, createSession, loadHead, ort } from '../../src/decode/ort.ts';
+import { makeCheckpoint, makeExportedModel, maxAbsDiff, type Fixture } from './export-fixture.ts';
 
 function isError(code: string, ...fragments: string[]) {
   return (err: unknown) => {
@@ -128,5 +128,18 @@ describe('export command and model loading guards', () => {
     const model = loadManifest(out);
     assert.equal(model.manifest.heads.backbone.dtype, 'float16');
     await assert.rejects(loadHead(model, 'backbone', { device: 'cpu' }), isError('MODEL_DTYPE_UNSUPPORTED', 'float16', '--device cuda'));
+  });
+
+  test('fp16 graph keeps float32 inputs and outputs', async () => {
+    // Uses the model the previous test exported. onnxruntime's CPU provider can still run the
+    // graph, which checks the float16 conversion.
+    const session = await createSession(join(scratch, 'fp16', 'backbone.onnx'), { device: 'cpu' });
+    const input = session.inputMetadata[0];
+    assert.ok(input.isTensor && input.type === 'float32');
+    const { batch, voxels } = fixture.reference;
+    const result = await session.run({ voxels: new ort.Tensor('float32', fixture.array('voxels'), [batch, voxels]) });
+    const diff = maxAbsDiff(result.latent.data as Float32Array, fixture.array('backbone'));
+    assert.ok(diff < 2e-2, `float16 max abs diff ${diff}`);
+    assert.ok(diff > 0, 'the float16 graph rounds, so it differs from float32');
   });
 });

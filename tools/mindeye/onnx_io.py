@@ -49,7 +49,11 @@ def export_onnx(module, args, path, input_names, output_names, dynamic_axes, fp1
 
 
 def convert_to_float16(model):
-    """Switch every float32 weight, constant, cast and graph input/output to float16 in place."""
+    """Store weights and compute in float16 while the graph inputs and outputs stay float32.
+
+    Every float32 initializer, constant and Cast target becomes float16. Cast nodes are added
+    after each float input and before each float output, so callers feed and read float32.
+    """
     graph = model.graph
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT:
@@ -60,7 +64,31 @@ def convert_to_float16(model):
                 attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype('float16'), attr.t.name))
             if node.op_type == 'Cast' and attr.name == 'to' and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
-    for value in list(graph.input) + list(graph.output):
+    casts_in, casts_out = [], []
+    for value in graph.input:
         if value.type.tensor_type.elem_type == TensorProto.FLOAT:
-            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+            half = value.name + '_fp16'
+            _rename_uses(graph, value.name, half)
+            casts_in.append(onnx.helper.make_node('Cast', [value.name], [half], to=TensorProto.FLOAT16))
+    for value in graph.output:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            half = value.name + '_fp16'
+            _rename_uses(graph, value.name, half, outputs=True)
+            casts_out.append(onnx.helper.make_node('Cast', [half], [value.name], to=TensorProto.FLOAT))
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
     del graph.value_info[:]
+
+
+def _rename_uses(graph, old, new, outputs=False):
+    for node in graph.node:
+        names = node.output if outputs else node.input
+        for i, name in enumerate(names):
+            if name == old:
+                names[i] = new
+        if outputs:
+            # Later nodes that read the renamed output must follow it.
+            for i, name in enumerate(node.input):
+                if name == old:
+                    node.input[i] = new
