@@ -14,8 +14,10 @@
  *   the learned null brain and image embeddings) -> pred_x_start [N, T, D] float32.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { MindeyeError } from '../errors.ts';
-import { ort, runHead, type LoadedHead } from './ort.ts';
+import type { LoadedManifest } from './manifest.ts';
+import { loadHead, ort, runHead, type LoadedHead, type SessionOptions } from './ort.ts';
 
 export interface PriorSchedule {
   numTimesteps: number;
@@ -299,5 +301,57 @@ function guidedPredictor(opts: SampleOptions): (x: Float32Array, time: number) =
       mixed[j] = nullPred + Math.fround(Math.fround(out[j] - nullPred) * guidance);
     }
     return mixed;
+  };
+}
+
+export interface PriorSampler {
+  head: LoadedHead;
+  schedule: PriorSchedule;
+  tokens: number;
+  dim: number;
+  /** Manifest defaults: `steps` (or all timesteps) and `guidance` (or 1). */
+  steps: number;
+  guidance: number;
+  /** Samples image embeddings for `batch` brain embeddings ([batch, tokens, dim]). */
+  sample(brainEmbed: Float32Array, batch: number, overrides?: { steps?: number; guidance?: number; noise?: NoiseSource }): Promise<Float32Array>;
+}
+
+function positiveInteger(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value > 0;
+}
+
+/**
+ * Loads the model's prior head and schedule and returns a sampler with the manifest's settings.
+ * The schedule comes from `scheduleFile`, or is DALLE2's cosine schedule when the head has none.
+ */
+export async function createPriorSampler(model: LoadedManifest, opts: SessionOptions): Promise<PriorSampler> {
+  const head = await loadHead(model, 'prior', opts);
+  const spec = head.spec;
+  for (const field of ['tokens', 'dim', 'timesteps'] as const) {
+    if (!positiveInteger(spec[field])) {
+      throw new MindeyeError('MODEL_MANIFEST_INVALID', 'The prior head lacks a size field.', {
+        file: model.manifestPath, field: `heads.prior.${field}`, value: spec[field] as number | undefined,
+        expected: 'a positive integer', fix: 're-export the model with tools/mindeye_export.py',
+      });
+    }
+  }
+  const tokens = spec.tokens as number;
+  const dim = spec.dim as number;
+  const timesteps = spec.timesteps as number;
+  const schedule = typeof spec.scheduleFile === 'string'
+    ? loadPriorSchedule(join(model.dir, spec.scheduleFile), timesteps)
+    : cosineSchedule(timesteps);
+  const steps = positiveInteger(spec.steps) ? spec.steps : timesteps;
+  const guidance = typeof spec.guidance === 'number' ? spec.guidance : 1;
+  const denoiser = onnxDenoiser(head, tokens, dim);
+  let seed = 0;
+  return {
+    head, schedule, tokens, dim, steps, guidance,
+    sample: (brainEmbed, batch, overrides = {}) => samplePrior({
+      denoiser, schedule, brainEmbed, batch, tokens, dim,
+      steps: overrides.steps ?? steps,
+      guidance: overrides.guidance ?? guidance,
+      noise: overrides.noise ?? gaussianNoise(seed++),
+    }),
   };
 }

@@ -6,7 +6,7 @@ import { exportCheckpoint } from '../../src/cli/export.ts';
 import { MindeyeError } from '../../src/errors.ts';
 import { loadManifest } from '../../src/decode/manifest.ts';
 import { checkHeadShapes, loadHead, ort, runHead } from '../../src/decode/ort.ts';
-import { arrayNoise, loadPriorSchedule, onnxDenoiser, samplePrior } from '../../src/decode/prior.ts';
+import { arrayNoise, createPriorSampler } from '../../src/decode/prior.ts';
 import { makeExportedModel, maxAbsDiff, type Fixture } from './export-fixture.ts';
 
 const TOLERANCE = 1e-4;
@@ -62,15 +62,13 @@ describe('MindEye2 export parity with PyTorch (reduced width)', () => {
 
   for (const runName of ['ddim20_g1', 'ddim10_g3.5']) {
     test(`prior ${runName} sampling matches PyTorch`, async (t) => {
-      const model = loadManifest(fixture.modelDir);
-      const { batch, tokens, clip } = fixture.reference;
+      const { batch } = fixture.reference;
       const run = fixture.reference.sampling.find((r) => r.name === runName);
       assert.ok(run, `reference has run ${runName}`);
-      const prior = await loadHead(model, 'prior', { device: 'cpu' });
-      const out = await samplePrior({
-        denoiser: onnxDenoiser(prior, tokens, clip),
-        schedule: loadPriorSchedule(join(model.dir, model.manifest.heads.prior.scheduleFile as string)),
-        brainEmbed: fixture.array('backbone'), batch, tokens, dim: clip, steps: run.steps, guidance: run.guidance,
+      const sampler = await createPriorSampler(loadManifest(fixture.modelDir), { device: 'cpu' });
+      assert.equal(sampler.steps, 20);
+      const out = await sampler.sample(fixture.array('backbone'), batch, {
+        steps: run.steps, guidance: run.guidance,
         noise: arrayNoise(fixture.array(`${run.name}.noise_init`), fixture.array(`${run.name}.noise_steps`)),
       });
       const diff = maxAbsDiff(out, fixture.array(`${run.name}.out`));
