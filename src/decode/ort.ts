@@ -84,9 +84,9 @@ export async function createSession(file: string, opts: SessionOptions): Promise
 }
 
 /**
- * Rejects float16 heads on the CPU. onnxruntime 1.31 can run the exporter's float16 graphs on
- * the CPU, but through float32 casts, so they save no memory and lose accuracy (max abs diff
- * 1.7e-3 against float32 on the parity test backbone); float16 is meant for CUDA.
+ * Rejects float16 heads on the CPU, because float16 is meant for CUDA. onnxruntime 1.31 can run
+ * the exporter's float16 graphs on the CPU, but through float32 casts. There they lose accuracy
+ * (max abs diff 1.7e-3 against float32 on the parity test backbone).
  */
 function float16OnCpu(file: string, field: string): MindeyeError {
   return new MindeyeError('MODEL_DTYPE_UNSUPPORTED', 'This head is stored in float16, which mindeye-rt runs only with --device cuda.', {

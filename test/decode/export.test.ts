@@ -135,7 +135,8 @@ describe('export command and model loading guards', () => {
     // graph, which checks the float16 conversion.
     const session = await createSession(join(scratch, 'fp16', 'backbone.onnx'), { device: 'cpu' });
     const input = session.inputMetadata[0];
-    assert.ok(input.isTensor && input.type === 'float32');
+    assert.ok(input.isTensor);
+    assert.equal(input.type, 'float32');
     const { batch, voxels } = fixture.reference;
     const result = await session.run({ voxels: new ort.Tensor('float32', fixture.array('voxels'), [batch, voxels]) });
     const diff = maxAbsDiff(result.latent.data as Float32Array, fixture.array('backbone'));

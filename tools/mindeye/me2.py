@@ -5,7 +5,7 @@ the training notebook's MindEyeModule), rebuilt for export.
 - backbone: n_blocks MLP-mixer blocks over (seq_len, h), Linear(h * seq_len, 256 * 1664) to
   OpenCLIP ViT-bigG/14 tokens, and `clip_proj` (the retrieval projector, width 1664).
 - backbone blurry branch (optional): `blin1` to 64 x 7 x 7, GroupNorm, and a diffusers Decoder
-  (channels 32/64/128) to [4, 28, 28] SD VAE latents; `b_maps_projector` is training-only.
+  (channels 32/64/128) to [4, 28, 28] SD VAE latents. `b_maps_projector` is used only in training.
 The diffusion prior is not rebuilt here. docs/models.md lists what is missing.
 """
 from torch import nn
