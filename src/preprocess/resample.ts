@@ -190,49 +190,58 @@ export function smoothBinomial9(data: Float32Array, shape: Shape3, out?: Float32
   const n = nx * ny * nz;
   const plane = nx * ny;
   const w = BINOMIAL9;
-  const a = scratch && scratch.length >= n ? scratch : new Float32Array(n);
-  const result = out && out.length >= n ? out : new Float32Array(n);
-  // x pass: data -> a. Interior samples need no clamping.
+  const w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];
+  // The passes alternate between `result` and `a`, so neither may be `data` itself.
+  const result = out && out !== data && out.length >= n ? out : new Float32Array(n);
+  const a = scratch && scratch !== data && scratch !== result && scratch.length >= n ? scratch : new Float32Array(n);
+
+  // x pass: data -> result. Interior samples need no clamping, so the edges get their own loops.
+  const interiorEnd = Math.max(4, nx - 4);
   for (let row = 0, o = 0; row < ny * nz; row++, o += nx) {
-    for (let i = 0; i < nx; i++) {
-      let sum = 0;
-      if (i >= 4 && i < nx - 4) {
-        const c = o + i;
-        sum = w[0] * (data[c - 4] + data[c + 4]) + w[1] * (data[c - 3] + data[c + 3]) +
-          w[2] * (data[c - 2] + data[c + 2]) + w[3] * (data[c - 1] + data[c + 1]) + w[4] * data[c];
-      } else {
-        for (let t = -4; t <= 4; t++) sum += w[t + 4] * data[o + clampIndex(i + t, nx)];
-      }
-      a[o + i] = sum;
+    for (let i = 0; i < Math.min(4, nx); i++) result[o + i] = edgeSample(data, o, i, nx, w);
+    for (let c = o + 4; c < o + interiorEnd; c++) {
+      result[c] = w0 * (data[c - 4] + data[c + 4]) + w1 * (data[c - 3] + data[c + 3]) +
+        w2 * (data[c - 2] + data[c + 2]) + w3 * (data[c - 1] + data[c + 1]) + w4 * data[c];
     }
+    for (let i = interiorEnd; i < nx; i++) result[o + i] = edgeSample(data, o, i, nx, w);
   }
 
-  // y pass: a -> result, one row of x at a time.
+  // y pass: result -> a, one row of x at a time.
   for (let k = 0; k < nz; k++) {
     const s = k * plane;
     for (let j = 0; j < ny; j++) {
       const d = s + j * nx;
-      const rows = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => s + clampIndex(j + t, ny) * nx);
-      const [r0, r1, r2, r3, r4, r5, r6, r7, r8] = rows;
+      const r0 = s + clampIndex(j - 4, ny) * nx, r1 = s + clampIndex(j - 3, ny) * nx;
+      const r2 = s + clampIndex(j - 2, ny) * nx, r3 = s + clampIndex(j - 1, ny) * nx;
+      const r5 = s + clampIndex(j + 1, ny) * nx, r6 = s + clampIndex(j + 2, ny) * nx;
+      const r7 = s + clampIndex(j + 3, ny) * nx, r8 = s + clampIndex(j + 4, ny) * nx;
       for (let i = 0; i < nx; i++) {
-        result[d + i] = w[0] * (a[r0 + i] + a[r8 + i]) + w[1] * (a[r1 + i] + a[r7 + i]) +
-          w[2] * (a[r2 + i] + a[r6 + i]) + w[3] * (a[r3 + i] + a[r5 + i]) + w[4] * a[r4 + i];
+        a[d + i] = w0 * (result[r0 + i] + result[r8 + i]) + w1 * (result[r1 + i] + result[r7 + i]) +
+          w2 * (result[r2 + i] + result[r6 + i]) + w3 * (result[r3 + i] + result[r5 + i]) + w4 * result[d + i];
       }
     }
   }
 
-  // z pass: result -> a, then copied back, because each output plane reads 9 input planes.
+  // z pass: a -> result, one plane at a time.
   for (let k = 0; k < nz; k++) {
     const d = k * plane;
-    const planes = [-4, -3, -2, -1, 0, 1, 2, 3, 4].map((t) => clampIndex(k + t, nz) * plane);
-    const [p0, p1, p2, p3, p4, p5, p6, p7, p8] = planes;
+    const p0 = clampIndex(k - 4, nz) * plane, p1 = clampIndex(k - 3, nz) * plane;
+    const p2 = clampIndex(k - 2, nz) * plane, p3 = clampIndex(k - 1, nz) * plane;
+    const p5 = clampIndex(k + 1, nz) * plane, p6 = clampIndex(k + 2, nz) * plane;
+    const p7 = clampIndex(k + 3, nz) * plane, p8 = clampIndex(k + 4, nz) * plane;
     for (let i = 0; i < plane; i++) {
-      a[d + i] = w[0] * (result[p0 + i] + result[p8 + i]) + w[1] * (result[p1 + i] + result[p7 + i]) +
-        w[2] * (result[p2 + i] + result[p6 + i]) + w[3] * (result[p3 + i] + result[p5 + i]) + w[4] * result[p4 + i];
+      result[d + i] = w0 * (a[p0 + i] + a[p8 + i]) + w1 * (a[p1 + i] + a[p7 + i]) +
+        w2 * (a[p2 + i] + a[p6 + i]) + w3 * (a[p3 + i] + a[p5 + i]) + w4 * a[d + i];
     }
   }
-  result.set(a.subarray(0, n));
   return result;
+}
+
+/** Binomial-9 value at x index i of the row starting at offset o, edges replicated. */
+function edgeSample(data: Float32Array, o: number, i: number, nx: number, w: Float32Array): number {
+  let sum = 0;
+  for (let t = -4; t <= 4; t++) sum += w[t + 4] * data[o + clampIndex(i + t, nx)];
+  return sum;
 }
 
 /** Returns index i clamped to [0, n - 1] (edge replication). */
