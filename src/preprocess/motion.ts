@@ -241,7 +241,11 @@ export class MotionCorrector {
     this.lastMatrix = motionToMatrix(this.lastMotion, this.rotationCentreMm);
 
     // Non-finite reference voxels would poison every residual: treat them as 0.
-    this.reference = Float32Array.from(reference, (v) => (Number.isFinite(v) ? v : 0));
+    this.reference = new Float32Array(voxels);
+    for (let i = 0; i < voxels; i++) {
+      const v = reference[i];
+      this.reference[i] = v - v === 0 ? v : 0;
+    }
     let mask = opts.brainMask;
     if (mask !== undefined && mask.length !== voxels) {
       throw new MindeyeError('MASK_GRID_MISMATCH', 'The motion-correction brain mask does not match the reference grid.', {
