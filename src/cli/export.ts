@@ -100,7 +100,8 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<string> {
 
 function runPython(python: string, args: string[]): Promise<{ status: number; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(python, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // No __pycache__ folders inside tools/ in the user's checkout.
+    const child = spawn(python, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } });
     let stderr = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {

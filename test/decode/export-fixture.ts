@@ -4,7 +4,7 @@
  * `mindeye-rt export`, and the PyTorch reference outputs that the Python script stores.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,7 +45,9 @@ export interface Fixture {
 /** Writes a random checkpoint (and references) with tools/make_test_checkpoint.py. */
 export function makeCheckpoint(extraArgs: string[] = [], prefix = 'mindeye-export-'): Omit<Fixture, 'modelDir'> {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  execFileSync(PYTHON, [GENERATOR, '--out', dir, ...extraArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(PYTHON, [GENERATOR, '--out', dir, ...extraArgs], {
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' },
+  });
   const refDir = join(dir, 'reference');
   const reference = JSON.parse(readFileSync(join(refDir, 'reference.json'), 'utf8')) as Reference;
   return {
@@ -64,11 +66,17 @@ export function makeCheckpoint(extraArgs: string[] = [], prefix = 'mindeye-expor
 export async function makeExportedModel(generatorArgs: string[], exportArgs: { fp16?: boolean; lowlevel?: boolean; ridgeIndex?: number } = {}): Promise<Fixture> {
   const base = makeCheckpoint(generatorArgs);
   const modelDir = join(base.dir, 'model');
-  await exportCheckpoint({
-    checkpoint: base.checkpoint, arch: base.reference.arch as 'mindeye1' | 'mindeye2', subject: 1, out: modelDir,
-    width: base.reference.hidden, fp16: exportArgs.fp16, lowlevelCheckpoint: exportArgs.lowlevel ? base.lowlevel : undefined,
-    ridgeIndex: exportArgs.ridgeIndex,
-  });
+  try {
+    await exportCheckpoint({
+      checkpoint: base.checkpoint, arch: base.reference.arch as 'mindeye1' | 'mindeye2', subject: 1, out: modelDir,
+      width: base.reference.hidden, fp16: exportArgs.fp16, lowlevelCheckpoint: exportArgs.lowlevel ? base.lowlevel : undefined,
+      ridgeIndex: exportArgs.ridgeIndex,
+    });
+  } catch (err) {
+    // The suite's after() hook never sees a fixture that failed here, so clean up now.
+    rmSync(base.dir, { recursive: true, force: true });
+    throw err;
+  }
   return { ...base, modelDir };
 }
 

@@ -14,7 +14,9 @@ const TOOLS = new URL('../../tools', import.meta.url).pathname;
 
 /** Runs a Python snippet with tools/ on the path and parses its JSON output. */
 function python(code: string): unknown {
-  const out = execFileSync(PYTHON, ['-c', `import sys, json; sys.path.insert(0, ${JSON.stringify(TOOLS)})\n${code}`], { encoding: 'utf8' });
+  const out = execFileSync(PYTHON, ['-c', `import sys, json; sys.path.insert(0, ${JSON.stringify(TOOLS)})\n${code}`], {
+    encoding: 'utf8', env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' },
+  });
   return JSON.parse(out);
 }
 
