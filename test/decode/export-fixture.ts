@@ -73,7 +73,7 @@ export async function makeExportedModel(generatorArgs: string[], exportArgs: { f
       ridgeIndex: exportArgs.ridgeIndex,
     });
   } catch (err) {
-    // The suite's after() hook never sees a fixture that failed here, so clean up now.
+    // A fixture that failed here never reaches the suite's after() hook, so clean up now.
     rmSync(base.dir, { recursive: true, force: true });
     throw err;
   }
