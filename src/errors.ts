@@ -25,6 +25,9 @@ export type ErrorCode =
   | 'INGEST_AUTH'
   | 'DICOM_INVALID'
   | 'FIT_INVALID'
+  | 'CHECKPOINT_INVALID'
+  | 'PYTHON_DEPENDENCY_MISSING'
+  | 'RENDER_FAILED'
   | 'DEADLINE_MISSED';
 
 export interface ErrorDetails {

@@ -131,7 +131,9 @@ export function loadManifest(dirArg: string): LoadedManifest {
     }
     mustExist(`heads.${name}.file`, head.file);
     if (head.input === 'voxels') takesVoxels = true;
-    else if (!(head.input in m.heads)) {
+    else if (name === 'imageEncoder' && head.input === 'image') {
+      // RGB images, read by `mindeye-rt bank`.
+    } else if (!(head.input in m.heads)) {
       throw invalid(manifestPath, `heads.${name}.input`, head.input, `"voxels" or one of ${Object.keys(m.heads).join(', ')}`,
         'name the head whose output this head takes');
     }

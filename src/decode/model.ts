@@ -29,6 +29,8 @@ export interface HeadOutputs {
   latent?: Float32Array;
   retrievalEmbedding?: Float32Array;
   lowLevelLatents?: Float32Array;
+  /** Image embedding sampled by the diffusion prior (the reconstruction condition). */
+  priorEmbedding?: Float32Array;
 }
 
 /** Heads this stage runs, in dependency order. */
@@ -114,6 +116,8 @@ export async function loadModel(dir: string, opts: { device: Device; maskVoxels?
     };
   }
   const bank = loadBank(loaded);
+  // The diffusion prior runs its sampling loop here (src/decode/prior.ts), once per batch.
+  const prior = m.heads.prior ? await (await import('./prior.ts')).createPriorSampler(loaded, { device: opts.device }) : undefined;
   logger.info({ model: m.name, heads: [...sessions.keys()], voxels: m.voxels.count, device: opts.device }, 'model loaded');
 
   async function runHead(name: DecodeHead, input: Float32Array, batch: number): Promise<{ data: Float32Array; dims: readonly number[] }> {
@@ -150,7 +154,17 @@ export async function loadModel(dir: string, opts: { device: Device; maskVoxels?
     const latent = split('backbone');
     const retrieval = split('retrieval');
     const lowLevel = split('lowLevel');
+    let priorEmbeddings: Float32Array[] | undefined;
+    if (prior) {
+      const input = produced.get(m.heads.prior.input);
+      if (input) {
+        const sampled = await prior.sample(input.data, batch);
+        const width = sampled.length / batch;
+        priorEmbeddings = Array.from({ length: batch }, (_, i) => sampled.slice(i * width, (i + 1) * width));
+      }
+    }
     return betas.map((_, i) => ({
+      priorEmbedding: priorEmbeddings?.[i],
       classifierScores: classifier?.[i],
       latent: latent?.[i],
       retrievalEmbedding: retrieval?.[i],
@@ -168,6 +182,7 @@ export async function loadModel(dir: string, opts: { device: Device; maskVoxels?
     decodeBatch,
     async close() {
       for (const { session } of sessions.values()) await session.release();
+      await prior?.head.session.release();
     },
   };
 }

@@ -100,7 +100,7 @@ function toDecoded(config: DecodeStageConfig, e: TrialEstimate, out: Awaited<Ret
     type: 'decoded', runId: e.runId, volIdx: e.volIdx, receivedAtMs: e.receivedAtMs, trialId: e.trialId,
     stimulusId: e.stimulusId, final: e.final, estimatedAtMs: e.estimatedAtMs, decodedAtMs,
     volumesSinceOnset: e.volumesSinceOnset,
-    retrievalEmbedding: out.retrievalEmbedding, lowLevelLatents: out.lowLevelLatents,
+    retrievalEmbedding: out.retrievalEmbedding, priorEmbedding: out.priorEmbedding, lowLevelLatents: out.lowLevelLatents,
     topK: ranking?.topK ?? [], trueRank: ranking?.trueRank, candidateCount: ranking?.candidateCount,
   };
 }
