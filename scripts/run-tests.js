@@ -33,6 +33,6 @@ if (filters.length === 0 && process.env.MINDEYE_SKIP_TYPECHECK !== '1') {
 const result = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
-  { cwd: root, stdio: 'inherit', env: { ...process.env, MINDEYE_LOG_LEVEL: process.env.MINDEYE_LOG_LEVEL ?? 'warn' } },
+  { cwd: root, stdio: 'inherit', env: { ...process.env, MINDEYE_LOG_LEVEL: process.env.MINDEYE_LOG_LEVEL ?? 'error' } },
 );
 process.exit(result.status ?? 1);
