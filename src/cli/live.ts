@@ -64,15 +64,15 @@ export function formatSummary(report: RunReport): string {
 
 /** Builds the motion registrar for a run: the chosen reference volume or a reference NIfTI. */
 export function registrarFactory(processing: ProcessingOptions): SessionConfig['createRegistrar'] {
-  return (info: RunInfo, first: Volume) => {
+  return (info: RunInfo, reference: Volume) => {
     if (typeof processing.motionReference === 'string') {
       const ref = readNiftiHeader(processing.motionReference);
       assertSameGrid({ shape: ref.shape, affine: ref.affine, source: processing.motionReference }, { shape: info.shape, affine: info.affine, source: info.source });
       return motionCorrectorFromNifti(processing.motionReference);
     }
-    // NOTE: only the first volume can be the in-run reference here, because the corrector is
-    // built when the first volume arrives; a later index is rejected by the CLI.
-    return new MotionCorrector({ shape: info.shape, affine: info.affine, reference: first.data, referenceSource: first.sourceId });
+    // The preprocess stage calls this with the reference volume (--motion-reference N), holding
+    // the volumes before it until it arrives.
+    return new MotionCorrector({ shape: info.shape, affine: info.affine, reference: reference.data, referenceSource: reference.sourceId });
   };
 }
 

@@ -15,6 +15,7 @@ import { nowMs, type MaskedVolume, type MotionParams, type PipelineEvent, type Q
 import type { SourceEvent } from '../ingest/source.ts';
 import { stageLogger } from '../log.ts';
 import { applyMask, checkSameGrid, type Mask } from './mask.ts';
+import { QualityMonitor } from './quality.ts';
 
 /** Rigid registration of volumes to a reference (implemented in src/preprocess/motion.ts). */
 export interface Registrar {
@@ -29,18 +30,15 @@ export interface PreprocessConfig {
   /** Called once with run-info and the first volume when motion correction is on. */
   createRegistrar?(info: RunInfo, firstVolume: Volume, mask: Mask): Registrar;
   fdThresholdMm: number;
+  /**
+   * Index of the run volume that is the motion reference (default 0). Volumes before it wait
+   * until it arrives, then go through in order; a reference NIfTI needs no wait (index 0).
+   */
+  referenceIndex?: number;
   publish(event: PipelineEvent): void;
 }
 
 const ZERO_MOTION: MotionParams = { translationMm: [0, 0, 0], rotationRad: [0, 0, 0] };
-
-/** Framewise displacement (Power et al. 2012): rotations as arc length on a 50 mm sphere. */
-export function framewiseDisplacementMm(prev: MotionParams, cur: MotionParams, radiusMm = 50): number {
-  let fd = 0;
-  for (let i = 0; i < 3; i++) fd += Math.abs(cur.translationMm[i] - prev.translationMm[i]);
-  for (let i = 0; i < 3; i++) fd += radiusMm * Math.abs(cur.rotationRad[i] - prev.rotationRad[i]);
-  return fd;
-}
 
 export type PreprocessOutput = RunInfo | MaskedVolume | SourceEvent;
 
@@ -50,8 +48,55 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
     let info: RunInfo | undefined;
     let mask: Mask | undefined;
     let registrar: Registrar | undefined;
-    let prevMotion: MotionParams = ZERO_MOTION;
-    let prevValues: Float32Array | undefined;
+    let quality: QualityMonitor | undefined;
+    const referenceIndex = config.referenceIndex ?? 0;
+    // Volumes (and the events between them) held until the reference volume arrives.
+    const waiting: SourceEvent[] = [];
+
+    const processVolume = (event: Volume) => {
+      const startMs = nowMs();
+      try {
+        checkSameGrid(mask!, event.shape, event.affine, `volume ${event.volIdx} (${event.sourceId})`);
+      } catch (err) {
+        const message = (err as MindeyeError).message;
+        log.warn({ volIdx: event.volIdx, err: message }, 'volume rejected');
+        config.publish({ type: 'warning', runId: config.runId, kind: 'invalid', volIdx: event.volIdx, message, code: 'VOLUME_GRID_MISMATCH' });
+        return;
+      }
+      const flags: QualityFlag[] = [];
+      let motion = ZERO_MOTION;
+      let values: Float32Array;
+      if (registrar) {
+        const reg = registrar.register(event.data);
+        motion = reg.motion;
+        flags.push(...reg.flags);
+        if (reg.message) log.warn({ volIdx: event.volIdx, flags: reg.flags }, reg.message);
+        values = registrar.sampleAt(event.data, mask!.indices);
+      } else {
+        values = applyMask(mask!, event.data);
+      }
+      let nanCount = 0;
+      let allZero = true;
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (!Number.isFinite(v)) { nanCount++; values[i] = 0; } else if (v !== 0) allZero = false;
+      }
+      if (nanCount > 0 && !flags.includes('nan')) flags.push('nan');
+      if (allZero && !flags.includes('all-zero')) flags.push('all-zero');
+      quality ??= new QualityMonitor({ shape: info!.shape, indices: mask!.indices, fdThresholdMm: config.fdThresholdMm });
+      const q = quality.update(values, registrar ? motion : null, flags);
+      const masked: MaskedVolume = {
+        type: 'masked-volume', runId: config.runId, volIdx: event.volIdx, acqTimeSec: event.acqTimeSec,
+        receivedAtMs: event.receivedAtMs, motion, fdMm: q.fdMm, dvars: q.dvars, values, flags: q.flags,
+      };
+      if (q.flags.length > 0) {
+        config.publish({ type: 'warning', runId: config.runId, kind: 'flagged', volIdx: event.volIdx,
+          message: `volume ${event.volIdx} flagged: ${q.flags.join(', ')}${nanCount ? ` (${nanCount} non-finite voxels set to 0)` : ''}` });
+      }
+      config.publish(masked);
+      config.publish({ type: 'stage-timing', runId: config.runId, stage: 'mask+motion', volIdx: event.volIdx, startMs, endMs: nowMs() });
+      subscriber.next(masked);
+    };
 
     const subscription = source.subscribe({
       next(event) {
@@ -67,66 +112,39 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
           return;
         }
         if (event.type !== 'volume') {
-          subscriber.next(event);
+          if (waiting.length > 0) waiting.push(event);
+          else subscriber.next(event);
           return;
         }
         if (!info || !mask) {
           subscriber.error(new Error('preprocess: a volume arrived before run-info (source contract broken)'));
           return;
         }
-        const startMs = nowMs();
-        try {
-          checkSameGrid(mask, event.shape, event.affine, `volume ${event.volIdx} (${event.sourceId})`);
-        } catch (err) {
-          const message = (err as MindeyeError).message;
-          log.warn({ volIdx: event.volIdx, err: message }, 'volume rejected');
-          config.publish({ type: 'warning', runId: config.runId, kind: 'invalid', volIdx: event.volIdx, message, code: 'VOLUME_GRID_MISMATCH' });
-          return;
+        if (info.motionCorrection && config.createRegistrar && !registrar) {
+          if (event.volIdx < referenceIndex) {
+            waiting.push(event);
+            return;
+          }
+          registrar = config.createRegistrar(info, event, mask);
+          for (const held of waiting.splice(0)) {
+            if (held.type === 'volume') processVolume(held);
+            else subscriber.next(held);
+          }
         }
-        const flags: QualityFlag[] = [];
-        let motion = ZERO_MOTION;
-        let values: Float32Array;
-        if (info.motionCorrection && config.createRegistrar) {
-          registrar ??= config.createRegistrar(info, event, mask);
-          const reg = registrar.register(event.data);
-          motion = reg.motion;
-          flags.push(...reg.flags);
-          if (reg.message) log.warn({ volIdx: event.volIdx, flags: reg.flags }, reg.message);
-          values = registrar.sampleAt(event.data, mask.indices);
-        } else {
-          values = applyMask(mask, event.data);
-        }
-        let nanCount = 0;
-        let allZero = true;
-        for (let i = 0; i < values.length; i++) {
-          const v = values[i];
-          if (Number.isNaN(v)) { nanCount++; values[i] = 0; } else if (v !== 0) allZero = false;
-        }
-        if (nanCount > 0 && !flags.includes('nan')) flags.push('nan');
-        if (allZero && !flags.includes('all-zero')) flags.push('all-zero');
-        const fdMm = event.volIdx === 0 || !prevValues ? 0 : framewiseDisplacementMm(prevMotion, motion);
-        if (fdMm > config.fdThresholdMm && !flags.includes('fd')) flags.push('fd');
-        let dvars = 0;
-        if (prevValues) {
-          for (let i = 0; i < values.length; i++) dvars += (values[i] - prevValues[i]) ** 2;
-          dvars = Math.sqrt(dvars / values.length);
-        }
-        prevValues = values;
-        prevMotion = motion;
-        const masked: MaskedVolume = {
-          type: 'masked-volume', runId: config.runId, volIdx: event.volIdx, acqTimeSec: event.acqTimeSec,
-          receivedAtMs: event.receivedAtMs, motion, fdMm, dvars, values, flags,
-        };
-        if (flags.length > 0) {
-          config.publish({ type: 'warning', runId: config.runId, kind: 'flagged', volIdx: event.volIdx,
-            message: `volume ${event.volIdx} flagged: ${flags.join(', ')}${nanCount ? ` (${nanCount} NaN voxels set to 0)` : ''}` });
-        }
-        config.publish(masked);
-        config.publish({ type: 'stage-timing', runId: config.runId, stage: 'mask+motion', volIdx: event.volIdx, startMs, endMs: nowMs() });
-        subscriber.next(masked);
+        processVolume(event);
       },
       error: (err) => subscriber.error(err),
-      complete: () => subscriber.complete(),
+      complete: () => {
+        if (waiting.length > 0) {
+          config.publish({ type: 'warning', runId: config.runId, kind: 'other',
+            message: `the run ended before motion reference volume ${referenceIndex}; ${waiting.filter((e) => e.type === 'volume').length} held volumes go through without motion correction` });
+          for (const held of waiting.splice(0)) {
+            if (held.type === 'volume') processVolume(held);
+            else subscriber.next(held);
+          }
+        }
+        subscriber.complete();
+      },
     });
     return () => subscription.unsubscribe();
   });

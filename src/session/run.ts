@@ -147,6 +147,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
       },
       createRegistrar: config.createRegistrar,
       fdThresholdMm: config.processing.fdThresholdMm,
+      referenceIndex: typeof config.processing.motionReference === 'number' ? config.processing.motionReference : 0,
       publish,
     }),
   );
