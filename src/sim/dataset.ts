@@ -23,7 +23,7 @@ import { stageLogger } from '../log.ts';
 import { loadAnatomy, type Anatomy, type GridName } from './anatomy.ts';
 import { designTsv, layoutRun, trialCountForRun, TR_SEC, VOLUMES_PER_RUN, type SimTrial } from './design.ts';
 import { imageFeatures } from './features.ts';
-import { writeImgBrick } from './imgbrick.ts';
+import { ImgBrickWriter } from './imgbrick.ts';
 import { motionTsv, runMotion } from './motion.ts';
 import { streamFor } from './prng.ts';
 import { buildStimulusSet, renderCrop, STIMULUS_SIZE, TRAIN_CROPS_PER_PHOTO, type CropSpec, type StimulusSet } from './stimuli.ts';
@@ -216,29 +216,33 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
   const store: ImageStore = { features: new Map(), descriptors: new Map() };
   const renderIds = new Set<number>([...reference]);
   for (let id = 1; id <= brickCount; id++) renderIds.add(id);
-  const pixels = new Map<number, Buffer>();
-  // Several crops at a time, so that sharp's worker threads overlap with each other.
-  const renderList = [...renderIds].sort((a, b) => a - b);
-  for (let start = 0; start < renderList.length; start += RENDER_BATCH) {
-    await Promise.all(renderList.slice(start, start + RENDER_BATCH).map(async (id) => {
-      const rgb = await renderCrop(stimuli.crops[id - 1]);
-      if (id <= brickCount) pixels.set(id, rgb);
-      const features = await imageFeatures(rgb, STIMULUS_SIZE);
-      store.features.set(id, features);
-      store.descriptors.set(id, imageDescriptor(features));
-    }));
-  }
-  calibrateVoxelModel(model, reference.map((id) => store.features.get(id) as Float32Array), reference.map((id) => store.descriptors.get(id) as Float32Array));
-
   const paths = datasetPaths(options.out);
   for (const dir of ['nsddata_timeseries/ppdata/subj01/func1pt8mm/timeseries', 'nsddata_timeseries/ppdata/subj01/func1pt8mm/design', 'nsddata/ppdata/subj01/func1pt8mm/roi', 'nsddata_stimuli/stimuli/nsd', 'simulation']) {
     mkdirSync(join(options.out, dir), { recursive: true });
   }
+  const brick = new ImgBrickWriter(paths.stimuli, brickCount, STIMULUS_SIZE);
+  // Several crops at a time, so that sharp's worker threads overlap with each other.
+  const renderList = [...renderIds].sort((a, b) => a - b);
+  try {
+    for (let start = 0; start < renderList.length; start += RENDER_BATCH) {
+      await Promise.all(renderList.slice(start, start + RENDER_BATCH).map(async (id) => {
+        const rgb = await renderCrop(stimuli.crops[id - 1]);
+        if (id <= brickCount) await brick.write(id - 1, rgb);
+        const features = await imageFeatures(rgb, STIMULUS_SIZE);
+        store.features.set(id, features);
+        store.descriptors.set(id, imageDescriptor(features));
+      }));
+    }
+  } catch (err) {
+    brick.abort();
+    throw err;
+  }
+  await brick.close();
+  calibrateVoxelModel(model, reference.map((id) => store.features.get(id) as Float32Array), reference.map((id) => store.descriptors.get(id) as Float32Array));
+
   const niftiBase = { shape: anatomy.shape, voxelSizeMm: anatomy.voxelSizeMm, affine: anatomy.affine };
   writeNifti(paths.roi, anatomy.roi, { ...niftiBase, datatype: 'int16', description: 'simulated nsdgeneral: -1 non-cortex, 0 cortex, 1 visual' });
   writeNifti(paths.brainMask, anatomy.brain, { ...niftiBase, datatype: 'uint8', description: 'simulated subject brain mask' });
-  await writeImgBrick(paths.stimuli, brickCount, STIMULUS_SIZE, (row) => pixels.get(row + 1) as Buffer);
-  pixels.clear();
   writeStimuliJson(paths.stimuliJson, stimuli, brickCount);
 
   const runs: SimRunSummary[] = [];
