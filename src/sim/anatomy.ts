@@ -12,6 +12,7 @@
  * brain voxels within about 5 mm of the brain surface) above the lowest quarter of the brain,
  * sized to a fixed volume so that its voxel count scales with the grid.
  */
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MindeyeError } from '../errors.ts';
 import type { Shape3 } from '../events.ts';
@@ -62,6 +63,12 @@ export interface Anatomy {
 }
 
 export function loadAnatomy(grid: GridName, file = ANATOMY_FILE): Anatomy {
+  if (!existsSync(file)) {
+    // NOTE: errors.ts has no code for missing bundled data yet; CLI_USAGE is the closest.
+    throw new MindeyeError('CLI_USAGE', 'The anatomy EPI is missing.', {
+      file, field: 'data/anatomy', value: 'not found', fix: 'restore data/anatomy from the repository (git checkout -- data/anatomy)',
+    });
+  }
   const image = readNifti(file);
   const { shape, volumes, affine, voxelSizeMm } = image.header;
   const n = shape[0] * shape[1] * shape[2];

@@ -30,7 +30,8 @@ import { buildStimulusSet, renderCrop, STIMULUS_SIZE, TRAIN_CROPS_PER_PHOTO, typ
 import { generateRun } from './timeseries.ts';
 import { buildVoxelModel, calibrateVoxelModel, imageBetas, imageDescriptor, type VoxelModel } from './voxels.ts';
 
-export const GENERATOR = 'mindeye-rt simulate (voxel model version 1)';
+/** Names the simulator version in mindeye-rt.json; it changes whenever the same seed would give other data. */
+export const GENERATOR = 'mindeye-rt simulate (voxel model version 2)';
 export const SUBJECT_DIR = 'subj01';
 /** Crops per training photo that join the test crops in the voxel model's reference set. */
 const REFERENCE_TRAIN_CROPS = 2;
@@ -218,7 +219,14 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
   for (let id = 1; id <= brickCount; id++) renderIds.add(id);
   const paths = datasetPaths(options.out);
   for (const dir of ['nsddata_timeseries/ppdata/subj01/func1pt8mm/timeseries', 'nsddata_timeseries/ppdata/subj01/func1pt8mm/design', 'nsddata/ppdata/subj01/func1pt8mm/roi', 'nsddata_stimuli/stimuli/nsd', 'simulation']) {
-    mkdirSync(join(options.out, dir), { recursive: true });
+    try {
+      mkdirSync(join(options.out, dir), { recursive: true });
+    } catch (err) {
+      throw new MindeyeError('CLI_USAGE', 'The output folder cannot be created.', {
+        file: join(options.out, dir), field: '--out', value: (err as Error).message,
+        fix: 'pass a folder path that is not a file and is writable',
+      });
+    }
   }
   const brick = new ImgBrickWriter(paths.stimuli, brickCount, STIMULUS_SIZE);
   // Several crops at a time, so that sharp's worker threads overlap with each other.

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import h5wasm from 'h5wasm/node';
@@ -223,5 +223,21 @@ describe('simulateDataset options', () => {
     await assert.rejects(simulateDataset({ out, sessions: 0, testRuns: 0 }), /no run to generate/);
     await assert.rejects(simulateDataset({ out, sessions: 1, testRuns: 0, only: 'test' }), /no run to generate/);
     assert.ok(!existsSync(out), 'nothing was written');
+  });
+});
+
+describe('simulateDataset output folder', () => {
+  test('a file in place of the folder is an error', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'mindeye-sim-file-'));
+    try {
+      const file = join(root, 'taken');
+      writeFileSync(file, 'not a folder');
+      await assert.rejects(
+        simulateDataset({ out: file, sessions: 0, testRuns: 1 }),
+        /output folder cannot be created[\s\S]*field: --out[\s\S]*(ENOTDIR|EEXIST)/,
+      );
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
