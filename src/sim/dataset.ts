@@ -30,7 +30,7 @@ import { buildStimulusSet, renderCrop, STIMULUS_SIZE, TRAIN_CROPS_PER_PHOTO, typ
 import { generateRun } from './timeseries.ts';
 import { buildVoxelModel, calibrateVoxelModel, imageBetas, imageDescriptor, type VoxelModel } from './voxels.ts';
 
-/** Names the simulator version in mindeye-rt.json; it changes whenever the same seed would give other data. */
+/** Names the simulator version in mindeye-rt.json. It changes whenever the same seed would give other data. */
 export const GENERATOR = 'mindeye-rt simulate (voxel model version 2)';
 export const SUBJECT_DIR = 'subj01';
 /** Crops per training photo that join the test crops in the voxel model's reference set. */
