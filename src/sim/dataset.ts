@@ -169,71 +169,70 @@ interface ImageStore {
   descriptors: Map<number, Float32Array>;
 }
 
-export async function simulateDataset(options: SimulateOptions): Promise<SimSummary> {
-  const started = performance.now();
-  const log = stageLogger('simulate');
-  const grid = options.grid ?? 'epi';
-  const sessions = options.sessions ?? 1;
-  const runsPerSession = options.runsPerSession ?? 12;
-  const testRuns = options.testRuns ?? 2;
-  const seed = options.seed ?? 1;
-  const noise = options.noise ?? true;
-  const motionScale = options.motionScale ?? 1;
-  if (grid !== 'nsd' && grid !== 'epi') {
-    throw new MindeyeError('CLI_USAGE', 'Invalid grid.', { field: '--grid', value: grid, expected: 'nsd or epi', fix: 'pass --grid epi or --grid nsd' });
-  }
-  checkInteger('--sessions', sessions, 0, 40);
-  checkInteger('--runs-per-session', runsPerSession, 1, 14);
-  checkInteger('--test-runs', testRuns, 0, 28);
-  checkInteger('--seed', seed, 0, 2 ** 32 - 1);
-  if (options.runs !== undefined) checkInteger('--runs', options.runs, 1, 10_000);
-  if (!(Number.isFinite(motionScale) && motionScale >= 0 && motionScale <= 5)) {
-    throw new MindeyeError('CLI_USAGE', 'Invalid motion scale.', { field: '--motion-scale', value: motionScale, expected: 'a number from 0 to 5 (1 = default motion, 0 = none)', fix: 'pass --motion-scale 1' });
-  }
-  if (options.only !== undefined && options.only !== 'train' && options.only !== 'test') {
-    throw new MindeyeError('CLI_USAGE', 'Invalid --only value.', { field: '--only', value: options.only, expected: 'train or test', fix: 'pass --only test or leave it out' });
-  }
+type ResolvedOptions = Required<Omit<SimulateOptions, 'only' | 'runs'>> & Pick<SimulateOptions, 'only' | 'runs'>;
 
-  const plan = planRuns(sessions, runsPerSession, testRuns);
-  let selected = plan.filter((p) => options.only === undefined || p.split === options.only);
-  if (options.runs !== undefined) selected = selected.slice(0, options.runs);
-  if (selected.length === 0) {
-    throw new MindeyeError('CLI_USAGE', 'The options select no run to generate.', {
-      field: '--only/--sessions/--test-runs', value: `sessions ${sessions}, test runs ${testRuns}, only ${options.only ?? 'all'}`,
-      fix: 'ask for at least one training session (--sessions 1) or one test run (--test-runs 1)',
+/** Applies the defaults and rejects invalid values, naming the command-line flag. */
+function resolveOptions(options: SimulateOptions): ResolvedOptions {
+  const resolved: ResolvedOptions = {
+    out: options.out,
+    grid: options.grid ?? 'epi',
+    sessions: options.sessions ?? 1,
+    runsPerSession: options.runsPerSession ?? 12,
+    testRuns: options.testRuns ?? 2,
+    seed: options.seed ?? 1,
+    noise: options.noise ?? true,
+    motionScale: options.motionScale ?? 1,
+    only: options.only,
+    runs: options.runs,
+  };
+  if (resolved.grid !== 'nsd' && resolved.grid !== 'epi') {
+    throw new MindeyeError('CLI_USAGE', 'Invalid grid.', { field: '--grid', value: resolved.grid, expected: 'nsd or epi', fix: 'pass --grid epi or --grid nsd' });
+  }
+  checkInteger('--sessions', resolved.sessions, 0, 40);
+  checkInteger('--runs-per-session', resolved.runsPerSession, 1, 14);
+  checkInteger('--test-runs', resolved.testRuns, 0, 28);
+  checkInteger('--seed', resolved.seed, 0, 2 ** 32 - 1);
+  if (resolved.runs !== undefined) checkInteger('--runs', resolved.runs, 1, 10_000);
+  const scale = resolved.motionScale;
+  if (!(Number.isFinite(scale) && scale >= 0 && scale <= 5)) {
+    throw new MindeyeError('CLI_USAGE', 'Invalid motion scale.', {
+      field: '--motion-scale', value: scale, expected: 'a number from 0 to 5 (1 = default motion, 0 = none)', fix: 'pass --motion-scale 1',
     });
   }
+  if (resolved.only !== undefined && resolved.only !== 'train' && resolved.only !== 'test') {
+    throw new MindeyeError('CLI_USAGE', 'Invalid --only value.', { field: '--only', value: resolved.only, expected: 'train or test', fix: 'pass --only test or leave it out' });
+  }
+  return resolved;
+}
 
-  const anatomy = loadAnatomy(grid);
-  const stimuli = await buildStimulusSet(seed);
-  const model = buildVoxelModel(seed, anatomy);
-  log.info({ grid, roiVoxels: model.count, runs: selected.length }, 'simulating');
-
-  // The test crops are always rendered, because they are the first imgBrick rows and part of the
-  // reference set. Every crop is rendered when any training run is generated.
-  const needsTrain = selected.some((p) => p.split === 'train');
-  const brickCount = needsTrain ? stimuli.crops.length : stimuli.testCount;
-  const reference = referenceIds(stimuli);
-  const store: ImageStore = { features: new Map(), descriptors: new Map() };
-  const renderIds = new Set<number>([...reference]);
-  for (let id = 1; id <= brickCount; id++) renderIds.add(id);
-  const paths = datasetPaths(options.out);
-  for (const dir of ['nsddata_timeseries/ppdata/subj01/func1pt8mm/timeseries', 'nsddata_timeseries/ppdata/subj01/func1pt8mm/design', 'nsddata/ppdata/subj01/func1pt8mm/roi', 'nsddata_stimuli/stimuli/nsd', 'simulation']) {
+function createOutputFolders(out: string): void {
+  const folders = [
+    'nsddata_timeseries/ppdata/subj01/func1pt8mm/timeseries', 'nsddata_timeseries/ppdata/subj01/func1pt8mm/design',
+    'nsddata/ppdata/subj01/func1pt8mm/roi', 'nsddata_stimuli/stimuli/nsd', 'simulation',
+  ];
+  for (const folder of folders) {
     try {
-      mkdirSync(join(options.out, dir), { recursive: true });
+      mkdirSync(join(out, folder), { recursive: true });
     } catch (err) {
       throw new MindeyeError('CLI_USAGE', 'The output folder cannot be created.', {
-        file: join(options.out, dir), field: '--out', value: (err as Error).message,
+        file: join(out, folder), field: '--out', value: (err as Error).message,
         fix: 'pass a folder path that is not a file and is writable',
       });
     }
   }
-  const brick = new ImgBrickWriter(paths.stimuli, brickCount, STIMULUS_SIZE);
-  // Several crops at a time, so that sharp's worker threads overlap with each other.
-  const renderList = [...renderIds].sort((a, b) => a - b);
+}
+
+/**
+ * Renders the listed crops, streams those with id <= brickCount to the imgBrick, and returns
+ * the features and descriptors of every rendered crop.
+ */
+async function renderStimuli(stimuli: StimulusSet, ids: number[], brickCount: number, brickFile: string): Promise<ImageStore> {
+  const store: ImageStore = { features: new Map(), descriptors: new Map() };
+  const brick = new ImgBrickWriter(brickFile, brickCount, STIMULUS_SIZE);
   try {
-    for (let start = 0; start < renderList.length; start += RENDER_BATCH) {
-      await Promise.all(renderList.slice(start, start + RENDER_BATCH).map(async (id) => {
+    // Several crops at a time, so that sharp's worker threads overlap with each other.
+    for (let start = 0; start < ids.length; start += RENDER_BATCH) {
+      await Promise.all(ids.slice(start, start + RENDER_BATCH).map(async (id) => {
         const rgb = await renderCrop(stimuli.crops[id - 1]);
         if (id <= brickCount) await brick.write(id - 1, rgb);
         const features = await imageFeatures(rgb, STIMULUS_SIZE);
@@ -246,6 +245,96 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
     throw err;
   }
   await brick.close();
+  return store;
+}
+
+interface RunContext {
+  options: ResolvedOptions;
+  plan: PlannedRun[];
+  anatomy: Anatomy;
+  model: VoxelModel;
+  stimuli: StimulusSet;
+  store: ImageStore;
+}
+
+/** Generates one run and writes its time series, design, ground-truth betas and motion. */
+function writeRun(context: RunContext, planned: PlannedRun): SimRunSummary {
+  const { options, anatomy, model, store } = context;
+  const { seed } = options;
+  const imageIds = runImageIds(seed, context.plan, planned, context.stimuli);
+  const trials = layoutRun(seed, planned.session, planned.run, imageIds);
+  const betasByImage = new Map<number, Float32Array>();
+  for (const id of imageIds) {
+    if (!betasByImage.has(id)) betasByImage.set(id, imageBetas(model, store.features.get(id) as Float32Array, store.descriptors.get(id) as Float32Array));
+  }
+  const motion = runMotion({ seed, session: planned.session, run: planned.run, volumes: VOLUMES_PER_RUN, scale: options.motionScale });
+  const data = generateRun({ anatomy, model, trials, betasByImage, motion, seed, session: planned.session, run: planned.run, noise: options.noise });
+
+  const p = runPaths(options.out, planned.session, planned.run);
+  writeNifti(p.timeseries, data, {
+    shape: anatomy.shape, voxelSizeMm: anatomy.voxelSizeMm, affine: anatomy.affine,
+    volumes: VOLUMES_PER_RUN, trSec: TR_SEC, datatype: 'int16', gzipLevel: 1,
+    description: `mindeye-rt simulated subject, seed ${seed}, not motion-corrected`,
+  });
+  writeFileSync(p.design, designTsv(trials));
+  writeFileSync(p.motion, motionTsv(motion));
+  writeTrialBetas(p.betas, p.betasJson, trials, betasByImage, model.count, planned);
+  return {
+    session: planned.session, run: planned.run, split: planned.split,
+    timeseries: p.timeseries, design: p.design, betas: p.betas, motion: p.motion, trials: trials.length, imageIds,
+  };
+}
+
+function writeMarker(file: string, options: ResolvedOptions, details: Record<string, unknown>): void {
+  writeFileSync(file, JSON.stringify({
+    simulated: true,
+    motionCorrected: false,
+    grid: options.grid,
+    seed: options.seed,
+    generator: GENERATOR,
+    subject: SUBJECT_DIR,
+    trSec: TR_SEC,
+    volumesPerRun: VOLUMES_PER_RUN,
+    sessions: options.sessions,
+    runsPerSession: options.runsPerSession,
+    testRuns: options.testRuns,
+    noise: options.noise,
+    motionScale: options.motionScale,
+    ...details,
+  }, null, 2) + '\n');
+}
+
+/** Writes a simulated subject in the NSD layout (see the file header) and lists what it wrote. */
+export async function simulateDataset(input: SimulateOptions): Promise<SimSummary> {
+  const started = performance.now();
+  const log = stageLogger('simulate');
+  const options = resolveOptions(input);
+  const plan = planRuns(options.sessions, options.runsPerSession, options.testRuns);
+  let selected = plan.filter((p) => options.only === undefined || p.split === options.only);
+  if (options.runs !== undefined) selected = selected.slice(0, options.runs);
+  if (selected.length === 0) {
+    throw new MindeyeError('CLI_USAGE', 'The options select no run to generate.', {
+      field: '--only/--sessions/--test-runs', value: `sessions ${options.sessions}, test runs ${options.testRuns}, only ${options.only ?? 'all'}`,
+      fix: 'ask for at least one training session (--sessions 1) or one test run (--test-runs 1)',
+    });
+  }
+
+  const anatomy = loadAnatomy(options.grid);
+  const stimuli = await buildStimulusSet(options.seed);
+  const model = buildVoxelModel(options.seed, anatomy);
+  const paths = datasetPaths(options.out);
+  createOutputFolders(options.out);
+  // Written first, so that even an interrupted dataset is marked as simulated.
+  writeMarker(paths.marker, options, { complete: false });
+  log.info({ grid: options.grid, roiVoxels: model.count, runs: selected.length }, 'simulating');
+
+  // The test crops are always rendered, because they are the first imgBrick rows and part of the
+  // reference set. Every crop is rendered when any training run is generated.
+  const brickCount = selected.some((p) => p.split === 'train') ? stimuli.crops.length : stimuli.testCount;
+  const reference = referenceIds(stimuli);
+  const renderIds = new Set<number>(reference);
+  for (let id = 1; id <= brickCount; id++) renderIds.add(id);
+  const store = await renderStimuli(stimuli, [...renderIds].sort((a, b) => a - b), brickCount, paths.stimuli);
   calibrateVoxelModel(model, reference.map((id) => store.features.get(id) as Float32Array), reference.map((id) => store.descriptors.get(id) as Float32Array));
 
   const niftiBase = { shape: anatomy.shape, voxelSizeMm: anatomy.voxelSizeMm, affine: anatomy.affine };
@@ -253,49 +342,24 @@ export async function simulateDataset(options: SimulateOptions): Promise<SimSumm
   writeNifti(paths.brainMask, anatomy.brain, { ...niftiBase, datatype: 'uint8', description: 'simulated subject brain mask' });
   writeStimuliJson(paths.stimuliJson, stimuli, brickCount);
 
+  const context: RunContext = { options, plan, anatomy, model, stimuli, store };
   const runs: SimRunSummary[] = [];
   for (const planned of selected) {
-    const imageIds = runImageIds(seed, plan, planned, stimuli);
-    const trials = layoutRun(seed, planned.session, planned.run, imageIds);
-    const betasByImage = new Map<number, Float32Array>();
-    for (const id of imageIds) {
-      if (!betasByImage.has(id)) betasByImage.set(id, imageBetas(model, store.features.get(id) as Float32Array, store.descriptors.get(id) as Float32Array));
-    }
-    const motion = runMotion({ seed, session: planned.session, run: planned.run, volumes: VOLUMES_PER_RUN, scale: motionScale });
-    const data = generateRun({ anatomy, model, trials, betasByImage, motion, seed, session: planned.session, run: planned.run, noise });
-    const p = runPaths(options.out, planned.session, planned.run);
-    writeNifti(p.timeseries, data, {
-      ...niftiBase, volumes: VOLUMES_PER_RUN, trSec: TR_SEC, datatype: 'int16', gzipLevel: 1,
-      description: `mindeye-rt simulated subject, seed ${seed}, not motion-corrected`,
-    });
-    writeFileSync(p.design, designTsv(trials));
-    writeFileSync(p.motion, motionTsv(motion));
-    writeTrialBetas(p.betas, p.betasJson, trials, betasByImage, model.count, planned);
-    runs.push({ session: planned.session, run: planned.run, split: planned.split, timeseries: p.timeseries, design: p.design, betas: p.betas, motion: p.motion, trials: trials.length, imageIds });
+    runs.push(writeRun(context, planned));
     log.info({ session: planned.session, run: planned.run, split: planned.split }, 'run written');
   }
 
-  writeFileSync(paths.marker, JSON.stringify({
-    simulated: true,
-    motionCorrected: false,
-    grid,
-    seed,
-    generator: GENERATOR,
-    subject: SUBJECT_DIR,
-    trSec: TR_SEC,
-    volumesPerRun: VOLUMES_PER_RUN,
-    sessions,
-    runsPerSession,
-    testRuns,
-    noise,
-    motionScale,
+  writeMarker(paths.marker, options, {
+    complete: true,
     roiVoxels: model.count,
     images: brickCount,
     testImages: stimuli.testCount,
     runs: runs.map((r) => ({ session: r.session, run: r.run, split: r.split, trials: r.trials })),
-  }, null, 2) + '\n');
-
-  return { out: options.out, grid, seed, roiVoxels: model.count, images: brickCount, testImages: stimuli.testCount, runs, elapsedMs: performance.now() - started };
+  });
+  return {
+    out: options.out, grid: options.grid, seed: options.seed, roiVoxels: model.count, images: brickCount,
+    testImages: stimuli.testCount, runs, elapsedMs: performance.now() - started,
+  };
 }
 
 /** Lists the reference set that standardizes the voxel drives: all test crops and two crops per training photo. */

@@ -60,6 +60,7 @@ describe('simulated dataset', () => {
     assert.equal(marker.grid, 'epi');
     assert.equal(marker.seed, 7);
     assert.equal(typeof marker.generator, 'string');
+    assert.equal(marker.complete, true);
   });
 
   test('ROI has -1/0/1 values and a posterior visual cortex', () => {
