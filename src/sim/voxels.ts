@@ -50,7 +50,11 @@ export const NCSNR_LOG_SD = 0.5;
 export const DESCRIPTOR_BLOCKS = 4;
 export const DESCRIPTOR_SIZE = DESCRIPTOR_BLOCKS * DESCRIPTOR_BLOCKS * FEATURE_COUNT;
 
-/** pRF size bins in feature-grid cells; each voxel uses the nearest bin. */
+/**
+ * pRF size bins in feature-grid cells; each voxel uses the nearest bin on a log scale.
+ * NOTE: sizes above the largest bin (3.15 degrees, about 9 % of voxels, all near the ROI's front
+ * edge) are clipped to it.
+ */
 const SIZE_BINS_CELLS = [0.8, 1.3, 2, 3.2, 5, 8, 12];
 const CELL_DEG = STIMULUS_DEG / FEATURE_GRID;
 /** Zero padding around the feature grid so that pRFs centred outside the image see its edge. */
