@@ -323,8 +323,8 @@ function labelRoi(brain: Uint8Array, shape: Shape3, affine: Float64Array, voxelS
       zMax = Math.max(zMax, z);
     }
   }
-  // Candidates: cortex above the lowest quarter (mostly cerebellum and temporal poles in this
-  // coverage), ranked from the most posterior (smallest y).
+  // Candidates: cortex above the lowest quarter of the brain (left out because the cerebellum
+  // lies there in a typical axial EPI), ranked from the most posterior (smallest y).
   const zFloor = zMin + 0.25 * (zMax - zMin);
   const candidates = cortex
     .map((index) => ({ index, ras: indexToRas(affine, shape, index) }))

@@ -1,7 +1,7 @@
 /**
  * NSD run timing and the per-TR design vector.
  *
- * An NSD run (Allen et al. 2022, NSD data manual) has 75 slots of 4 s: the image is shown for
+ * An NSD run has 75 slots of 4 s: the image is shown for
  * 3 s, then 1 s of blank. 62 or 63 slots carry an image and the rest are blank. The prepared
  * time series has a TR of 4/3 s and 226 volumes, so a slot is exactly 3 TRs and every onset
  * falls on a TR boundary. The design TSV has one row per TR for the first 225 TRs (75 x 3):
@@ -30,8 +30,9 @@ export interface SimTrial {
 }
 
 /**
- * Returns the trial count of a run: 63 in odd-numbered runs and 62 in even-numbered runs, so that 12 runs hold
- * 750 trials as an NSD session does.
+ * Returns the trial count of a run: 63 in odd-numbered runs and 62 in even-numbered runs, so
+ * that 12 runs hold 750 trials as an NSD session does. NSD's own runs have 62 or 63 trials, but
+ * the odd/even rule is this simulator's choice.
  */
 export function trialCountForRun(runNumber: number): number {
   return runNumber % 2 === 1 ? 63 : 62;

@@ -51,7 +51,7 @@ export const DESCRIPTOR_BLOCKS = 4;
 export const DESCRIPTOR_SIZE = DESCRIPTOR_BLOCKS * DESCRIPTOR_BLOCKS * FEATURE_COUNT;
 
 /**
- * pRF size bins in feature-grid cells; each voxel uses the nearest bin on a log scale.
+ * pRF size bins in feature-grid cells. Each voxel uses the nearest bin on a log scale.
  * NOTE: sizes above the largest bin (3.15 degrees, about 9 % of voxels, all near the ROI's front
  * edge) are clipped to it.
  */
