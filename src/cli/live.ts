@@ -1,8 +1,8 @@
 /**
- * Runs sessions for the replay, watch and serve commands: wires the optional parts (ground-truth
- * stimuli, motion correction, rendering, recording, dashboard) around `runSession`, prints the
- * summary, and with the dashboard keeps serving until Ctrl-C (a replay can be started again
- * from the page).
+ * Runs sessions for the replay, watch and serve commands. It wires the optional parts
+ * (ground-truth stimuli, motion correction, rendering, recording, dashboard) around
+ * `runSession` and prints the summary. With the dashboard it keeps serving until Ctrl-C, and a
+ * replay can be started again from the page.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -100,13 +100,13 @@ export async function addImageMetrics(collector: ReportCollector, stimuli: LazyI
   }
 }
 
-/** The render stage when the model makes frames (lowLevel and vaeDecoder heads), else none. */
+/** Returns the render stage when the model makes frames (lowLevel and vaeDecoder heads), else none. */
 export function renderStageFor(device: SessionFlags['device']): SessionConfig['render'] {
   const stage = renderStage({ device });
   return (decoded$, ctx) => (modelMakesFrames(ctx.model) ? stage(decoded$, ctx) : decoded$);
 }
 
-/** The analysis mask on the volume grid, for the dashboard's outline; undefined when unknown. */
+/** Reads the analysis mask on the volume grid for the dashboard's outline (undefined when unknown). */
 function readMaskForDisplay(modelDir: string | undefined, processing: ProcessingOptions): Uint8Array | undefined {
   let file = processing.maskFile;
   let rule = processing.maskRule;

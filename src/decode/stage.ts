@@ -5,10 +5,10 @@
  *   output:  ──── d(t0) ───────── d(t0,F) ── d(t1) ──── d(t1,F)|
  *
  * Estimates are decoded in arrival order, one onnxruntime call at a time, batching the estimates
- * that queued while the previous call ran. Under load a non-final estimate is superseded by a
- * newer estimate of the same trial that is already queued (counted in `skipped`); a final
- * estimate is never skipped. Completion waits for the queue to drain; an ONNX error errors the
- * stream; unsubscribing drops the queue.
+ * that queued while the previous call ran. Under load, a queued non-final estimate is replaced by
+ * a newer estimate of the same trial and counted in `skipped`. A final estimate is never skipped.
+ * Completion waits for the queue to drain; an ONNX error errors the stream; unsubscribing drops
+ * the queue.
  */
 import { Observable, type OperatorFunction } from 'rxjs';
 import { nowMs, type Decoded, type PipelineEvent, type TrialEstimate } from '../events.ts';

@@ -1,7 +1,7 @@
 /**
- * Adds a trial design to a live source's run-info, for watch and serve sessions whose timing
- * comes from `--events` (BIDS, onsets in seconds from the first volume) or `--design` (NSD's
- * one-integer-per-TR format, read once the TR and the volume count are known).
+ * Adds a trial design to a live source's run-info, for watch and serve sessions. `--events` is a
+ * BIDS table with onsets in seconds from the first volume. `--design` is NSD's one integer per
+ * TR, read once the TR is known.
  */
 import { map } from 'rxjs';
 import type { TrialSpec } from '../events.ts';

@@ -14,7 +14,7 @@
  *   [g_k, sum of all other trials, drift, motion].
  * - `lsa` (least-squares-all): columns [g_0 .. g_J, drift, motion] for the trials started so far.
  *
- * Progressive estimates: trial k's window holds the volumes acquired in
+ * Progressive estimates: trial k's window contains the volumes acquired in
  * [onset, onset + duration + windowSec]. For every volume t in the window, the estimate is the OLS
  * fit on rows 0..t (the run so far), and the one at the window's last volume is final. So each
  * intermediate estimate equals an offline OLS on the truncated data, and the final one an offline
@@ -418,7 +418,7 @@ export class HrfLibraryGlm {
     return this.groups[0]?.glm.unstartedTrials() ?? [];
   }
 
-  /** Every group emits the same trials in the same order (same design and timing). */
+  /** Merges the groups' estimates, which list the same trials in the same order (same design and timing). */
   private merge(parts: RawTrialEstimate[][]): RawTrialEstimate[] {
     if (parts.length === 0) return [];
     return parts[0].map((first, k) => {
@@ -450,8 +450,8 @@ function transpose(a: Float64Array, n: number, m: number): Float64Array {
 }
 
 /**
- * Moore-Penrose inverse of a symmetric positive semi-definite matrix by Jacobi eigen
- * decomposition; eigenvalues below 1e-12 x the largest are treated as zero, so a column that is
+ * Computes the Moore-Penrose inverse of a symmetric positive semi-definite matrix by Jacobi
+ * eigendecomposition. Eigenvalues below 1e-12 x the largest count as zero. So a column that is
  * still all zeros (a trial regressor at its onset volume) gets a zero coefficient, as a
  * minimum-norm least-squares solver would give.
  */

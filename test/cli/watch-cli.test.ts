@@ -17,8 +17,8 @@ test('watch decodes a folder of volumes with motion correction', () => {
   const exportDir = join(dir, 'export');
   mkdirSync(exportDir);
   const img = readNifti(SERIES);
-  // testSeries.nii.gz has no qform or sform (identity affine); its mask carries the scanner
-  // affine, which the export files get here as a scanner would write them.
+  // testSeries.nii.gz has no qform or sform, so its affine is the identity. Its mask carries the
+  // scanner affine, and the export files get that affine here as a scanner would write it.
   const mask = readNifti(MASK);
   const [nx, ny, nz] = img.header.shape;
   const n = nx * ny * nz;
