@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'CHECKPOINT_INVALID'
   | 'PYTHON_DEPENDENCY_MISSING'
   | 'RENDER_FAILED'
+  | 'SIM_DATA_MISSING'
   | 'DEADLINE_MISSED';
 
 export interface ErrorDetails {

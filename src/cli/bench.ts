@@ -6,7 +6,7 @@ import { cpus } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MindeyeError } from '../errors.ts';
-import { DEMO_MODEL_DIR, REPO_ROOT, demoSimulation } from '../demo/prepare.ts';
+import { DEMO_MODEL_DIR, REPO_ROOT, demoSimulation, simulatedRunIsCurrent } from '../demo/prepare.ts';
 import { nsdSource } from '../ingest/nsd.ts';
 import { DEFAULT_PROCESSING } from '../session/options.ts';
 import { runSession } from '../session/run.ts';
@@ -38,9 +38,8 @@ async function demoReplay(grid: 'epi' | 'nsd', speed: Speed, device: 'cpu' | 'cu
   const root = join(REPO_ROOT, '.cache', `bench-${grid}-seed${sim.seed}`);
   const target = planRuns(sim.sessions, sim.runsPerSession, sim.testRuns).filter((p) => p.split === 'test')[0];
   const ref = { root, subject: 1, session: target.session, run: target.run };
-  const { existsSync } = await import('node:fs');
   const { runPaths } = await import('../sim/dataset.ts');
-  if (!existsSync(runPaths(root, target.session, target.run).timeseries)) {
+  if (!(await simulatedRunIsCurrent(root, runPaths(root, target.session, target.run).timeseries))) {
     await simulateDataset({ out: root, grid, sessions: sim.sessions, runsPerSession: sim.runsPerSession, testRuns: sim.testRuns, seed: sim.seed, only: 'test', runs: 1 });
   }
   const nsd = nsdSource(ref);

@@ -54,6 +54,15 @@ export function demoSimulation(modelDir = DEMO_MODEL_DIR): DemoSimulation {
   };
 }
 
+/** True when a cached simulated run is complete and was written by this simulator version. */
+export async function simulatedRunIsCurrent(root: string, timeseries: string): Promise<boolean> {
+  const marker = join(root, 'mindeye-rt.json');
+  if (!existsSync(timeseries) || !existsSync(marker)) return false;
+  const { GENERATOR } = await import('../sim/dataset.ts');
+  const info = JSON.parse(readFileSync(marker, 'utf8')) as { complete?: boolean; generator?: string };
+  return info.complete !== false && info.generator === GENERATOR;
+}
+
 /** Generates (once) and returns the demo's held-out test run `testIndex` (0-based). */
 export async function prepareDemo(opts: { testIndex?: number; cacheRoot?: string; modelDir?: string } = {}): Promise<PreparedDemo> {
   const modelDir = opts.modelDir ?? DEMO_MODEL_DIR;
@@ -70,7 +79,7 @@ export async function prepareDemo(opts: { testIndex?: number; cacheRoot?: string
   const root = join(opts.cacheRoot ?? join(REPO_ROOT, '.cache'), `demo-${sim.grid}-seed${sim.seed}-s${sim.sessions}x${sim.runsPerSession}-t${sim.testRuns}`);
   const { runPaths } = await import('../sim/dataset.ts');
   const paths = runPaths(root, target.session, target.run);
-  if (!existsSync(paths.timeseries) || !existsSync(join(root, 'mindeye-rt.json'))) {
+  if (!(await simulatedRunIsCurrent(root, paths.timeseries))) {
     const started = performance.now();
     logger.info({ root, session: target.session, run: target.run }, 'simulating the demo run (first start only)');
     await simulateDataset({

@@ -3,6 +3,8 @@
  * a time with h5wasm (HDF5 row = 73k id - 1).
  */
 import { existsSync } from 'node:fs';
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import type h5wasmModule from 'h5wasm/node';
 import { MindeyeError } from '../errors.ts';
@@ -90,26 +92,73 @@ export class ImgBrick {
   }
 }
 
-/** Opens the stimulus file on the first request, so that runs that never ask pay nothing. */
+/**
+ * Reads stimulus rows in a child process (src/ingest/imgbrick-reader.mjs), started on the first
+ * request: h5wasm's heap (about 650 MB resident) then never counts against the replay process.
+ */
 export class LazyImgBrick {
-  private brick?: Promise<ImgBrick | undefined>;
+  private child?: ChildProcess;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private info?: Promise<{ count: number; height: number; width: number; channels: number; rank: number }>;
+  private readonly jpegCache = new Map<string, Uint8Array>();
 
   constructor(readonly path: string) {}
 
-  private open(): Promise<ImgBrick | undefined> {
-    this.brick ??= existsSync(this.path) ? ImgBrick.open(this.path) : Promise.resolve(undefined);
-    return this.brick;
+  private request<T>(msg: object): Promise<T> {
+    if (!this.child) {
+      const script = fileURLToPath(new URL('./imgbrick-reader.mjs', import.meta.url));
+      const child = fork(script, [this.path], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+      child.on('message', (reply: { id: number; error?: string }) => {
+        const waiter = this.pending.get(reply.id);
+        this.pending.delete(reply.id);
+        if (reply.error) waiter?.reject(new MindeyeError('HDF5_INVALID', `Could not read the stimulus file: ${reply.error}`, { file: this.path, field: '/imgBrick' }));
+        else waiter?.resolve(reply);
+      });
+      child.on('exit', () => {
+        for (const w of this.pending.values()) w.reject(new MindeyeError('HDF5_INVALID', 'The stimulus reader process exited.', { file: this.path }));
+        this.pending.clear();
+        this.child = undefined;
+      });
+      this.child = child;
+    }
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child!.send({ id, ...msg });
+    });
   }
 
+  /** Returns the image of a 1-based 73k-style id, or undefined when the id is out of range. */
   async image(id: string): Promise<StimulusImage | undefined> {
-    return (await this.open())?.image(id);
+    if (!existsSync(this.path)) return undefined;
+    this.info ??= this.request({ info: true });
+    const info = await this.info;
+    if (info.rank !== 4 || info.channels !== 3) {
+      throw new MindeyeError('HDF5_INVALID', 'The stimulus dataset has an unexpected shape.', {
+        file: this.path, field: '/imgBrick shape', value: `rank ${info.rank}`, expected: '(N, H, W, 3) uint8', fix: 'point --nsd-root at an NSD-layout dataset',
+      });
+    }
+    const row = Number(id) - 1;
+    if (!Number.isInteger(row) || row < 0 || row >= info.count) return undefined;
+    const reply = await this.request<{ width: number; height: number; rgb: Uint8Array }>({ row });
+    return { width: reply.width, height: reply.height, rgb: reply.rgb };
   }
 
-  async jpeg(id: string, size?: number): Promise<Uint8Array | undefined> {
-    return (await this.open())?.jpeg(id, size);
+  async jpeg(id: string, size = 212): Promise<Uint8Array | undefined> {
+    const key = `${id}@${size}`;
+    const cached = this.jpegCache.get(key);
+    if (cached) return cached;
+    const img = await this.image(id);
+    if (!img) return undefined;
+    const out = await sharp(Buffer.from(img.rgb), { raw: { width: img.width, height: img.height, channels: 3 } })
+      .resize(size, size).jpeg({ quality: 85 }).toBuffer();
+    const bytes = new Uint8Array(out);
+    this.jpegCache.set(key, bytes);
+    return bytes;
   }
 
   async close(): Promise<void> {
-    if (this.brick) (await this.brick)?.close();
+    this.child?.disconnect();
   }
 }

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nsdPaths, nsdSource } from '../../src/ingest/nsd.ts';
-import { ImgBrick } from '../../src/ingest/stimuli.ts';
+import { LazyImgBrick } from '../../src/ingest/stimuli.ts';
 import { runSession } from '../../src/session/run.ts';
 import { DEFAULT_PROCESSING } from '../../src/session/options.ts';
 import { writeNsdFixture, type NsdFixture } from '../helpers/nsd-fixture.ts';
@@ -63,13 +63,31 @@ test('nsd design trials sit at onset TRs', async () => {
 });
 
 test('imgBrick row is the 73k id minus one', async () => {
-  const brick = await ImgBrick.open(nsdPaths(ref()).stimuli);
-  const img = brick.image(3)!;
-  const row = 2;
-  assert.equal(img.rgb[0], (row * 425 * 425 * 3 * 31 + row * 97) & 255);
-  assert.equal(brick.image(0), undefined, 'id 0 is not an image');
-  assert.equal(brick.image(fixture.images + 1), undefined, 'past the last row');
-  brick.close();
+  const brick = new LazyImgBrick(nsdPaths(ref()).stimuli);
+  try {
+    const img = (await brick.image('3'))!;
+    const row = 2;
+    assert.equal(img.width, 425);
+    assert.equal(img.rgb.length, 425 * 425 * 3);
+    assert.equal(img.rgb[0], (row * 425 * 425 * 3 * 31 + row * 97) & 255);
+    assert.equal(await brick.image('0'), undefined, 'id 0 is not an image');
+    assert.equal(await brick.image(String(fixture.images + 1)), undefined, 'past the last row');
+    const jpeg = (await brick.jpeg('1'))!;
+    assert.deepEqual([...jpeg.subarray(0, 2)], [0xff, 0xd8], 'JPEG magic');
+  } finally {
+    await brick.close();
+  }
+});
+
+test('imgBrick without the dataset is reported', async () => {
+  const bad = join(fixture.root, 'not-hdf5.hdf5');
+  writeFileSync(bad, 'not an HDF5 file');
+  const brick = new LazyImgBrick(bad);
+  try {
+    await assert.rejects(brick.image('1'), /Could not read the stimulus file[\s\S]*not-hdf5\.hdf5/);
+  } finally {
+    await brick.close();
+  }
 });
 
 test('design with the wrong row count is rejected', () => {
