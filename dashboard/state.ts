@@ -148,6 +148,11 @@ export class DashboardState {
   readonly warningCounts: Record<string, number> = {};
   /** Warnings added since the start, including those no longer kept in `warnings`. */
   warningTotal = 0;
+  /**
+   * Volumes already listed as flagged. The preprocess stage publishes a `flagged` warning and a
+   * masked-volume event with flags for the same volume, and the panel lists it once.
+   */
+  private readonly flaggedVolumes = new Set<number>();
   private readonly latencyAll = new Map<string, number[]>();
   private readonly latencySamples = new Map<string, [number, number][]>();
   /** Final-estimate time (ms) per trial, for the beta-to-frame paths. */
@@ -195,6 +200,10 @@ export class DashboardState {
         this.addWarning({ kind: 'gap', volIdx: event.volIdx, message: event.reason });
         break;
       case 'warning':
+        if (event.kind === 'flagged' && event.volIdx !== undefined) {
+          if (this.flaggedVolumes.has(event.volIdx)) break;
+          this.flaggedVolumes.add(event.volIdx);
+        }
         this.addWarning({ kind: event.kind, volIdx: event.volIdx, trialId: event.trialId, message: event.message, code: event.code });
         break;
       case 'run-end':
@@ -231,7 +240,8 @@ export class DashboardState {
       dvars: event.dvars,
       flags: event.flags,
     });
-    if (event.flags.length > 0) {
+    if (event.flags.length > 0 && !this.flaggedVolumes.has(event.volIdx)) {
+      this.flaggedVolumes.add(event.volIdx);
       this.addWarning({ kind: 'flagged', volIdx: event.volIdx, message: `volume ${event.volIdx} flagged: ${event.flags.join(', ')} (FD ${event.fdMm.toFixed(2)} mm)` });
     }
   }
@@ -465,19 +475,6 @@ export class DashboardState {
       for (const frame of [slot.lowLevel, slot.preview, slot.final]) if (frame !== undefined) out.push(frame);
     }
     return out;
-  }
-
-  /** Returns the stored copy of a frame event, or undefined when it is no longer kept. */
-  storedFrame(event: Frame): StoredFrame | undefined {
-    const slot = this.images.get(event.trialId);
-    switch (event.kind) {
-      case 'low-level':
-        return slot?.lowLevel;
-      case 'img2img-step':
-        return slot?.preview;
-      default:
-        return slot?.final;
-    }
   }
 }
 

@@ -31,13 +31,19 @@ interface Report {
   };
 }
 
-/** Returns the replay the test drives: its label and the command-line arguments after `replay`. */
+/**
+ * Returns the replay the test drives: the embedded demo (simulated subject, shipped model with
+ * low-level images) at 20x, or with MINDEYE_BROWSER_REPLAY=haxby the Haxby BIDS run with a
+ * label classifier that `fit` makes (no images).
+ */
 function replayArgs(): { args: string[]; label: string } {
-  const modelDir = fitHaxbyModel();
-  return {
-    label: 'Haxby BIDS replay with a fitted label classifier',
-    args: ['--bids', HAXBY_BOLD, '--events', HAXBY_EVENTS, '--model', modelDir, '--speed', '20'],
-  };
+  if (process.env.MINDEYE_BROWSER_REPLAY === 'haxby') {
+    return {
+      label: 'Haxby BIDS replay with a fitted label classifier',
+      args: ['--bids', HAXBY_BOLD, '--events', HAXBY_EVENTS, '--model', fitHaxbyModel(), '--speed', '20'],
+    };
+  }
+  return { label: 'demo replay (simulated subject)', args: ['--demo', '--speed', '20'] };
 }
 
 function startReplay(args: string[], reportFile: string): { child: ChildProcess; url: Promise<string>; output: () => string } {

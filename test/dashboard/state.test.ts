@@ -106,4 +106,16 @@ describe('dashboard state', () => {
     assert.equal(state.warningsSince(1).length, 2);
     assert.match(state.warnings[2].message, /volume 6 flagged: fd \(FD 0\.90 mm\)/);
   });
+
+  test('flagged volume is counted once', () => {
+    const state = new DashboardState();
+    state.apply({ type: 'warning', runId: RUN, kind: 'flagged', volIdx: 8, message: 'volume 8 flagged: fd, dvars' });
+    state.apply({
+      type: 'masked-volume', runId: RUN, volIdx: 8, acqTimeSec: 8, receivedAtMs: 0, motion: { translationMm: [0, 0, 0], rotationRad: [0, 0, 0] },
+      fdMm: 0.9, dvars: 9, values: new Float32Array(1), flags: ['fd', 'dvars'],
+    });
+    assert.equal(state.warningCounts.flagged, 1);
+    assert.equal(state.warnings.length, 1);
+    assert.equal(state.warnings[0].message, 'volume 8 flagged: fd, dvars');
+  });
 });
