@@ -127,6 +127,20 @@ test('dashboard in chromium matches the replay report', { timeout: 240_000 }, as
     assert.ok((await numberAt(page, '#motion-count')) >= motionBefore, 'motion series restored after reload');
     assert.equal(await page.locator('#btn-pause').isDisabled(), false, 'controls keep the token across the reload');
 
+    // Pause holds the replay, resume and a speed change continue it.
+    await page.click('#btn-pause');
+    await page.waitForSelector('#status-state[data-value="paused"]', { timeout: 5_000 });
+    // Volumes already released before the pause may still finish preprocessing.
+    await page.waitForTimeout(1500);
+    const heldVolumes = await numberAt(page, '#motion-count');
+    await page.waitForTimeout(1500);
+    assert.equal(await numberAt(page, '#motion-count'), heldVolumes, 'no volume is processed while paused');
+    await page.click('#btn-resume');
+    await page.waitForSelector('#status-state[data-value="running"]', { timeout: 5_000 });
+    await page.selectOption('#speed-select', '50');
+    await page.waitForSelector('#status-speed:has-text("speed 50x")', { timeout: 5_000 });
+    await waitForNumber(page, '#motion-count', (n) => n > heldVolumes, 'volumes after resuming', 30_000);
+
     const report = await waitForReport(reportFile, 150_000);
     await page.waitForSelector('#status-state[data-value="ended"]', { timeout: 15_000 });
     await page.waitForTimeout(600);
