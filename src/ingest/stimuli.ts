@@ -30,6 +30,13 @@ async function loadH5(): Promise<H5> {
   return h5;
 }
 
+/** Encodes a stimulus as a square JPEG thumbnail of `size` pixels. */
+export async function encodeJpeg(img: StimulusImage, size: number): Promise<Uint8Array> {
+  const out = await sharp(Buffer.from(img.rgb), { raw: { width: img.width, height: img.height, channels: 3 } })
+    .resize(size, size).jpeg({ quality: 85 }).toBuffer();
+  return new Uint8Array(out);
+}
+
 export class ImgBrick {
   private readonly file: InstanceType<H5['File']>;
   private readonly dataset: InstanceType<H5['Dataset']>;
@@ -80,9 +87,7 @@ export class ImgBrick {
     if (cached) return cached;
     const img = this.image(id);
     if (!img) return undefined;
-    const out = await sharp(Buffer.from(img.rgb), { raw: { width: img.width, height: img.height, channels: 3 } })
-      .resize(size, size).jpeg({ quality: 85 }).toBuffer();
-    const bytes = new Uint8Array(out);
+    const bytes = await encodeJpeg(img, size);
     this.jpegCache.set(key, bytes);
     return bytes;
   }
@@ -151,9 +156,7 @@ export class LazyImgBrick {
     if (cached) return cached;
     const img = await this.image(id);
     if (!img) return undefined;
-    const out = await sharp(Buffer.from(img.rgb), { raw: { width: img.width, height: img.height, channels: 3 } })
-      .resize(size, size).jpeg({ quality: 85 }).toBuffer();
-    const bytes = new Uint8Array(out);
+    const bytes = await encodeJpeg(img, size);
     this.jpegCache.set(key, bytes);
     return bytes;
   }
