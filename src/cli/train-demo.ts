@@ -1,12 +1,14 @@
 /**
  * `mindeye-rt train-demo`: retrain the small demo decoder shipped in models/demo.
  *
- * Steps: simulate training and test sessions (`mindeye-rt simulate`, unless --data names a
- * dataset), record each run's final trial betas through the live pipeline (`replay
- * --record-to`, so the decoder sees the betas it will see live), train the networks with
- * tools/demo/train_demo.py (PyTorch from Debian's python3-torch, which trains these small
- * convolutional networks far faster than TensorFlow.js does on a CPU), then check the written
- * model directory with the manifest loader and onnxruntime-node.
+ * Steps:
+ * 1. Simulate training and test sessions (`mindeye-rt simulate`), unless --data names a dataset.
+ * 2. Record each run's final trial betas through the live pipeline (`replay --record-to`), so
+ *    that the decoder trains on the betas that it decodes live.
+ * 3. Train the networks with tools/demo/train_demo.py. It uses PyTorch from Debian's
+ *    python3-torch because TensorFlow.js's pure-JavaScript CPU backend is about a thousand
+ *    times slower on these convolutions (docs/demo-model.md gives the measurement).
+ * 4. Check the written model directory with the manifest loader and onnxruntime-node.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -27,7 +29,7 @@ const PYTHON_MODULES = ['torch', 'onnx', 'nibabel', 'h5py', 'skimage', 'scipy', 
 
 /** Dataset sizes passed to `simulate`; --quick is for the end-to-end test. */
 const SIMULATION = {
-  full: { sessions: 2, runsPerSession: 12, testRuns: 2 },
+  full: { sessions: 4, runsPerSession: 12, testRuns: 2 },
   quick: { sessions: 1, runsPerSession: 2, testRuns: 1 },
 };
 /** The default seed is simulate's default, so the shipped model decodes the demo's subject. */
@@ -47,7 +49,7 @@ Options:
                        the simulator's default: the simulated subject depends on the seed,
                        and the demo replays the subject of seed 1)
   --data DIR           use this dataset written by \`mindeye-rt simulate --grid epi\` instead
-                       of simulating one (2 training sessions of 12 runs and 2 test runs;
+                       of simulating one (4 training sessions of 12 runs and 2 test runs;
                        with --quick 1 session of 2 runs and 1 test run)
   --quick              small simulation and short training (about 2 minutes; a poor model,
                        for tests)

@@ -67,6 +67,16 @@ test('demo manifest is simulated with provenance', () => {
   assert.equal(provenance.quick, false, 'the shipped model must come from a full training run');
 });
 
+test('demo model matches the current simulator', async () => {
+  // A model trained on another voxel model version decodes the demo's subject at chance.
+  const { GENERATOR } = await import('../../src/sim/dataset.ts');
+  const data = (manifest.provenance as { data: { simulation: { generator: string; seed: number } } }).data;
+  assert.equal(data.simulation.generator, GENERATOR, 'retrain models/demo with `mindeye-rt train-demo`');
+  const simulate = (manifest.provenance as { simulate: Record<string, unknown> }).simulate;
+  assert.equal(simulate.seed, data.simulation.seed);
+  assert.equal(simulate.grid, 'epi');
+});
+
 test('demo model fits its 4 MB budget', () => {
   assert.ok(directoryBytes(MODEL_DIR) <= BUDGET_BYTES, `models/demo has ${directoryBytes(MODEL_DIR)} bytes`);
 });

@@ -12,7 +12,7 @@ import { MindeyeError } from '../../src/errors.ts';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = join(ROOT, 'bin', 'mindeye-rt.js');
 
-/** A folder with just enough of the NSD layout for the option checks (no real data). */
+/** Creates a folder with just enough of the NSD layout for the option checks (no real data). */
 function fakeDataset(): string {
   const dir = mkdtempSync(join(tmpdir(), 'train-demo-cli-'));
   const func = join(dir, 'nsddata_timeseries', 'ppdata', 'subj01', 'func1pt8mm', 'design');

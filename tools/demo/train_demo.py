@@ -6,10 +6,10 @@ records the live pipeline's betas; run directly for development:
     /usr/bin/python3 tools/demo/train_demo.py --data SIM_DIR --photos data/photos --out DIR \
         [--betas-dir RECORDS | --betas lss] [--seed 0] [--quick] [--threads 2]
 
-Stages: image autoencoder, image encoder (contrastive), conditional latent denoiser (all on
-crops of the training photographs), then the brain decoder (backbone, retrieval head,
-low-level head) on the training trials' betas; evaluation on the held-out test trials; ONNX
-export with manifest.json, image bank and thumbnails.
+Stages: the image autoencoder, the image encoder (contrastive) and the conditional latent
+denoiser train on crops of the training photographs. The brain decoder (backbone, retrieval
+head, low-level head) then trains on the training trials' betas. Evaluation uses the held-out
+test trials, and the export writes ONNX files with manifest.json, image bank and thumbnails.
 """
 import argparse
 import datetime
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -57,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument('--data', required=True, help='dataset written by `mindeye-rt simulate` (NSD layout)')
     p.add_argument('--photos', required=True, help='folder of the source photographs (data/photos)')
     p.add_argument('--out', required=True, help='model directory to write')
-    p.add_argument('--work', help='folder for checkpoints and the evaluation images (default: OUT/../.train-demo-work)')
+    p.add_argument('--work', help='folder for checkpoints, cached betas and the evaluation images (default: TMPDIR/mindeye-rt-train-demo)')
     p.add_argument('--betas-dir', help='folder with one `replay --record-to` folder per run, named sessionNN_runCC')
     p.add_argument('--betas', choices=['record', 'lss'], default='record',
                    help='record: read --betas-dir; lss: least-squares-separate betas computed here from the time series')
@@ -149,10 +150,12 @@ def train_autoencoder(images, steps, generator):
 
 
 def train_image_encoder(images, descriptors, steps, generator, energy_weight=10.0, temperature=0.3):
-    """InfoNCE between two mildly jittered views of the same crop; other crops in the batch,
-    including crops of the same photo, are negatives, so the embedding has to keep layout.
-    Two linear read-outs from the embedding (not exported) keep low-level content in it: an
-    8x8 thumbnail, and the V1-like energy descriptor of data.energy_descriptor (standardized)."""
+    """Train the image encoder with InfoNCE between two mildly jittered views of each crop.
+    Other crops in the batch, including crops of the same photo, are negatives, so the
+    embedding has to keep layout. Two linear read-outs from the embedding (not exported) keep
+    low-level content in it: an 8x8 thumbnail and the standardized V1-like energy descriptor of
+    data.energy_descriptor. The energy term is weighted up because the voxels of the simulated
+    subject respond to that kind of statistic, so an embedding that carries it can be decoded."""
     model = ImageEncoder(ENCODER_WIDTH)
     thumbnail_readout = torch.nn.Linear(EMBED_DIM, 3 * 8 * 8)
     energy_readout = torch.nn.Linear(EMBED_DIM, descriptors.shape[1])
@@ -336,7 +339,7 @@ def main(argv=None):
     if args.betas == 'record' and not args.betas_dir:
         raise SystemExit('error: --betas record needs --betas-dir; pass the folder of `replay --record-to` outputs or --betas lss')
     out_dir = os.path.abspath(args.out)
-    work_dir = os.path.abspath(args.work or os.path.join(out_dir, '..', '.train-demo-work'))
+    work_dir = os.path.abspath(args.work or os.path.join(tempfile.gettempdir(), 'mindeye-rt-train-demo'))
     os.makedirs(work_dir, exist_ok=True)
 
     layout = data_io.NsdLayout(args.data)
@@ -405,8 +408,8 @@ def main(argv=None):
 
 
 def train_stage(work_dir, name, fresh_model, test_photos, seed, quick, train):
-    """Runs one image-model stage, or loads it from WORK/<name>.pt when an earlier run with the
-    same seed, size and held-out photos finished it (so an interrupted training resumes)."""
+    """Run one image-model stage, or load it from WORK/<name>.pt when an earlier run with the
+    same seed, size and held-out photos finished it, so that an interrupted training resumes."""
     path = os.path.join(work_dir, f'{name}.pt')
     if os.path.exists(path):
         state = torch.load(path)
@@ -492,7 +495,7 @@ def evaluate(args, brain, autoencoder, denoiser, encoder, latent_scale, z, ids, 
     result['pixCorrAutoencoderCeiling'] = round(float(np.mean([metrics.pix_corr(a, b) for a, b in zip(ceiling, truth_images[metric_trials])])), 4)
     result['ssimAutoencoderCeiling'] = round(float(np.mean([metrics.ssim(a, b) for a, b in zip(ceiling, truth_images[metric_trials])])), 4)
 
-    # img2img on a subset of test trials, for several guidance scales; the best is shipped.
+    # img2img on a subset of test trials for several guidance scales. The best one goes into the manifest.
     subset = np.arange(min(sizes['eval_img2img'], len(test_index)))
     best = None
     for guidance in (1.0, 3.0, 5.0):
@@ -504,7 +507,7 @@ def evaluate(args, brain, autoencoder, denoiser, encoder, latent_scale, z, ids, 
             'guidance': guidance,
             'pixCorr': round(float(np.mean([metrics.pix_corr(a, b) for a, b in zip(final_images, truth_images[subset])])), 4),
             'ssim': round(float(np.mean([metrics.ssim(a, b) for a, b in zip(final_images, truth_images[subset])])), 4),
-            # Retrieval of the final image's own embedding among the bank: does the image look like its stimulus?
+            # Top-1 of the final image's own embedding among the bank, which measures whether it looks like its stimulus.
             'finalImageRetrievalTop1': round(metrics.retrieval_top1(final_emb, bank, truth[subset]), 4),
         }
         log('evaluate', 'img2img', **scores)
@@ -575,6 +578,9 @@ def write_model_dir(args, out_dir, roi_image, voxel_count, hidden, mean, std, br
             'seed': args.seed,
             'quick': args.quick,
             'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            # The simulate options of the training data: the demo (src/demo/prepare.ts) simulates
+            # its test run with the same ones, so that it replays the subject this model decodes.
+            'simulate': {k: sim_info[k] for k in ('seed', 'sessions', 'runsPerSession', 'testRuns', 'grid') if k in sim_info},
             'data': {'simulation': sim_info, 'betas': args.betas, 'trainTrials': int((~is_test).sum()),
                      'testTrials': int(is_test.sum())},
             'framework': f'torch {torch.__version__} (CPU), ONNX opset {ONNX_OPSET}',

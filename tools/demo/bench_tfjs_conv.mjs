@@ -1,0 +1,10 @@
+import * as tf from '@tensorflow/tfjs';
+await tf.setBackend('cpu');
+const x = tf.randomNormal([32, 64, 64, 16]);
+const w = tf.variable(tf.randomNormal([3, 3, 16, 16], 0, 0.1));
+const opt = tf.train.adam(1e-3);
+const step = () => opt.minimize(() => tf.conv2d(x, w, 1, 'same').square().mean());
+step();
+const t = performance.now();
+for (let i = 0; i < 3; i++) step();
+console.log('tfjs cpu conv step ms', ((performance.now() - t) / 3).toFixed(0), tf.getBackend());
