@@ -65,6 +65,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--quick', action='store_true', help='reduced sizes for tests (a poor model in about a minute)')
     p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    p.add_argument('--niceness', type=int, default=10, help='added to the process niceness, so training yields the CPU to other work (0: unchanged)')
     p.add_argument('--hidden', type=int, default=0, help='backbone width (default: chosen from the voxel count to fit the size budget)')
     p.add_argument('--image-models', help='reuse the image models from this checkpoint (image_models.pt) instead of training them')
     p.add_argument('--images-only', action='store_true',
@@ -332,6 +333,8 @@ def main(argv=None):
     args = parse_args(argv)
     started = time.time()
     sizes = SIZES['quick' if args.quick else 'full']
+    if args.niceness > 0:
+        os.nice(args.niceness)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -342,6 +345,7 @@ def main(argv=None):
     work_dir = os.path.abspath(args.work or os.path.join(tempfile.gettempdir(), 'mindeye-rt-train-demo'))
     os.makedirs(work_dir, exist_ok=True)
 
+    data_io.list_photos(args.photos)  # fails early when the photo folder is empty
     layout = data_io.NsdLayout(args.data)
     split = layout.read_split()
     if args.images_only:
@@ -529,6 +533,9 @@ def write_model_dir(args, out_dir, roi_image, voxel_count, hidden, mean, std, br
                     latent_scale, ids, is_test, distinct_ids, stimuli_425, stimulus_embeddings, evaluation):
     import nibabel as nib
     from PIL import Image
+    # Everything is written to a sibling folder first, so a failed export leaves an existing
+    # model directory as it was.
+    final_dir, out_dir = out_dir, out_dir.rstrip('/') + '.partial'
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(os.path.join(out_dir, 'thumbs'))
@@ -617,6 +624,9 @@ def write_model_dir(args, out_dir, roi_image, voxel_count, hidden, mean, std, br
     with open(os.path.join(out_dir, 'manifest.json'), 'w') as f:
         json.dump(manifest, f, indent=2)
         f.write('\n')
+    if os.path.isdir(final_dir):
+        shutil.rmtree(final_dir)
+    os.rename(out_dir, final_dir)
 
 
 if __name__ == '__main__':
