@@ -52,7 +52,7 @@ Options:
                        of simulating one (4 training sessions of 12 runs and 2 test runs;
                        with --quick 1 session of 2 runs and 1 test run)
   --quick              small simulation and short training (about 2 minutes; a poor model,
-                       for tests)
+                       for tests; needs --out)
   --betas record|lss   record: final betas recorded from \`replay --record-to\` for every run
                        (default, the betas the live pipeline produces); lss: least-squares-
                        separate betas computed in numpy from the time series (faster)
@@ -118,6 +118,11 @@ export function parseOptions(argv: string[]): TrainDemoOptions {
     threads: parseInteger(String(values.threads), '--threads', 1),
     python: String(values.python),
   };
+  if (options.quick && values.out === undefined) {
+    throw new MindeyeError('CLI_USAGE', '--quick needs --out: its poor model would replace the shipped models/demo.', {
+      field: '--out', expected: 'a model directory for the quick model', fix: 'add --out DIR, e.g. --out /tmp/demo-quick',
+    });
+  }
   if (existsSync(options.out) && !statSync(options.out).isDirectory()) {
     throw usageError('--out', options.out, 'a directory (it is replaced) or a path that does not exist');
   }

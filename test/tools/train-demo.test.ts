@@ -74,6 +74,11 @@ test('data folder must be a simulated dataset', () => {
   }
 });
 
+test('quick without out is rejected', () => {
+  expectUsageError(['--quick'], '--out');
+  assert.equal(parseOptions(['--quick', '--out', join(tmpdir(), 'quick-model')]).quick, true);
+});
+
 test('out path that is a file is rejected', () => {
   const dir = mkdtempSync(join(tmpdir(), 'train-demo-cli-'));
   try {
