@@ -173,10 +173,12 @@ def train_image_encoder(images, descriptors, steps, generator, energy_weight=10.
         logits = za @ zb.T / temperature
         target = torch.arange(len(batch))
         contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
         thumbnail = F.adaptive_avg_pool2d(batch, 8).flatten(1) * 2 - 1
         thumbnail_loss = F.mse_loss(thumbnail_readout(za), thumbnail)
         energy_loss = F.mse_loss(energy_readout(za), descriptors[index])
         loss = contrastive + thumbnail_loss + energy_weight * energy_loss
+
         opt.zero_grad()
         loss.backward()
         opt.step()
