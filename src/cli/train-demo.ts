@@ -104,6 +104,7 @@ export function parseOptions(argv: string[]): TrainDemoOptions {
   } catch (err) {
     throw new MindeyeError('CLI_USAGE', (err as Error).message, { fix: 'see mindeye-rt train-demo --help' });
   }
+
   if (positionals.length > 0) throw usageError('(positional)', positionals.join(' '), 'no positional arguments');
   const betas = String(values.betas);
   if (betas !== 'record' && betas !== 'lss') throw usageError('--betas', betas, 'record or lss');
@@ -118,6 +119,7 @@ export function parseOptions(argv: string[]): TrainDemoOptions {
     threads: parseInteger(String(values.threads), '--threads', 1),
     python: String(values.python),
   };
+
   if (options.quick && values.out === undefined) {
     throw new MindeyeError('CLI_USAGE', '--quick needs --out: its poor model would replace the shipped models/demo.', {
       field: '--out', expected: 'a model directory for the quick model', fix: 'add --out DIR, e.g. --out /tmp/demo-quick',
@@ -176,14 +178,14 @@ function checkPython(python: string): void {
 }
 
 /** Runs a child process with inherited stderr; rejects with a MindeyeError on failure. */
-function runChild(command: string, args: string[], what: string): Promise<void> {
+function runChild(command: string, args: string[], description: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(command, args, { cwd: PROJECT_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
-    child.on('error', (err) => reject(new MindeyeError('FIT_INVALID', `${what} could not start: ${err.message}`, { value: command, fix: 'check the installation (scripts/setup.sh)' })));
+    child.on('error', (err) => reject(new MindeyeError('FIT_INVALID', `${description} could not start: ${err.message}`, { value: command, fix: 'check the installation (scripts/setup.sh)' })));
     child.on('exit', (code, signal) => {
       if (code === 0) resolvePromise();
       else {
-        reject(new MindeyeError('FIT_INVALID', `${what} failed.`, {
+        reject(new MindeyeError('FIT_INVALID', `${description} failed.`, {
           value: `${[command, ...args].join(' ')} exited with ${signal ?? `status ${code}`}`,
           fix: 'read the error printed above',
         }));

@@ -78,7 +78,7 @@ def parse_args(argv=None):
 # Trials and betas
 
 def collect_trials(args, layout, voxel_count, voxel_index):
-    """ids [N], betas [N, V], session [N], run [N] over every run of the dataset."""
+    """Collect ids [N], betas [N, V], session [N] and run [N] over every run of the dataset."""
     all_ids, all_betas, sessions, runs = [], [], [], []
     for session, run in layout.runs():
         if args.betas == 'record':
