@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="python3-numpy python3-scipy python3-torch python3-onnx python3-nibabel python3-nipy python3-skimage python3-h5py python3-pydicom dcm2niix chromium"
+APT_PACKAGES="python3-numpy python3-scipy python3-pil python3-torch python3-onnx python3-nibabel python3-nipy python3-skimage python3-h5py python3-pydicom dcm2niix chromium"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -35,12 +35,16 @@
  * - unet: `scheduler`, `steps`, `strength`, `guidance`, `trainTimesteps`, `betaSchedule`,
  *   `betaStart`, `betaEnd`, `condDim`, `timestepSpacing` ("leading" | "trailing"),
  *   `stepsOffset`, `setAlphaToOne`, `prediction` ("epsilon"), `nullCondition` ("zeros" or a
- *   float32 file), `conditionInput` ("prior" | "retrieval"), and the tensor names `inputName`,
- *   `timestepName`, `conditionName`.
+ *   float32 file), `conditionInput` ("prior" | "retrieval"), `latentShape`, `timestepType`
+ *   ("float32" | "int64"), and the tensor names `inputName`, `timestepName`, `conditionName`.
  * - imageEncoder: `inputSize`, `dim`, `space`, `normalize` ("clip" (default), "unit" or
  *   "signed"); its `input` is "image" (NCHW RGB), read by `mindeye-rt bank` (src/cli/bank.ts).
  *   NOTE: loadManifest still rejects "image" as an input, so an imageEncoder head belongs in
  *   an encoder directory that `bank` reads on its own.
+ * Optional on any head: `parameters` (count, for information); on retrieval and imageEncoder
+ * `normalized` (outputs are unit-norm); on imageEncoder `inputRange`. `imageBank.count` gives the
+ * bank size. `provenance.simulate` ({ seed, sessions, runsPerSession, testRuns, grid }) names the
+ * simulated subject a demo model was trained on (src/demo/prepare.ts reads it).
  * Every head is optional, but at least one takes `voxels`. Raw arrays (`.f32`, `.u8`) are
  * little-endian without a header; their shapes follow from the fields above.
  */
