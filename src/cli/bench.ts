@@ -70,7 +70,7 @@ function pick(report: RunReport) {
   return {
     volumes: s.volumesProcessed, trialsDecoded: s.trialsDecoded, realtimeFactor: s.realtimeFactor, peakRssMb: s.peakRssMb,
     latencyMs: s.latencyMs, skipped: s.skipped, retrievalTop1: s.retrievalTop1, retrievalCandidates: s.retrievalCandidates,
-    trialsWithFullImg2img: report.trials.filter((t) => t.latencyMs?.betaToFinalFrame !== undefined).length,
+    trialsWithFullImg2img: (s.trialsDecoded as number) - ((s.skipped as { img2img: number }).img2img ?? 0),
   };
 }
 
