@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Observable, Subject } from 'rxjs';
 import type { FastifyPluginAsync } from 'fastify';
+import { MindeyeError } from '../errors.ts';
 import { LazyImgBrick } from '../ingest/stimuli.ts';
 import { formatSpeed, type Source } from '../ingest/source.ts';
 import { Pacer } from '../ingest/pacing.ts';
@@ -58,6 +59,7 @@ export function formatSummary(report: RunReport): string {
   for (const stage of ['preprocess', 'decode', 'volumeToDecode', 'betaToFirstFrame', 'betaToFirstPreview', 'betaToFinalFrame']) {
     if (lat[stage]) lines.push(`latency ${stage}: p50 ${lat[stage].p50.toFixed(1)} ms, p95 ${lat[stage].p95.toFixed(1)} ms`);
   }
+  for (const problem of (s.problems as string[] | undefined) ?? []) lines.push(`problem: ${problem}`);
   if (typeof s.realtimeFactor === 'number') lines.push(`speed: ${(s.realtimeFactor as number).toFixed(1)}x real time; peak RSS ${s.peakRssMb} MB`);
   return lines.join('\n');
 }
@@ -79,6 +81,16 @@ export function registrarFactory(processing: ProcessingOptions): SessionConfig['
 /** Adds PixCorr and SSIM of the low-level and final frames against the ground-truth stimuli. */
 export async function addImageMetrics(collector: ReportCollector, stimuli: LazyImgBrick | undefined): Promise<void> {
   if (!stimuli) return;
+  try {
+    await addImageMetricsOrThrow(collector, stimuli);
+  } catch (err) {
+    // Ground truth is optional: a broken stimulus file costs the image metrics, not the report.
+    logger.warn({ err: (err as Error).message, file: stimuli.path }, 'image metrics skipped: the stimulus images could not be read');
+    collector.problems.push(`image metrics skipped: ${(err as Error).message.split('\n')[0]} (${stimuli.path})`);
+  }
+}
+
+async function addImageMetricsOrThrow(collector: ReportCollector, stimuli: LazyImgBrick): Promise<void> {
   for (const [trialId, decoded] of collector.finalDecoded) {
     const frames = collector.framesOf(trialId).filter((f) => !f.provisional);
     const low = frames.find((f) => f.kind === 'low-level');
@@ -200,7 +212,20 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
 
   let dashboard: { url: string; close(): Promise<void> } | undefined;
   if (session.dashboard) {
-    const { startDashboard } = await import('../../dashboard/server.ts');
+    const { startDashboard: start } = await import('../../dashboard/server.ts');
+    const startDashboard: typeof start = async (...args) => {
+      try {
+        return await start(...args);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+          throw new MindeyeError('CLI_USAGE', 'The dashboard port is already in use.', {
+            field: '--port', value: session.port, expected: 'a free TCP port on ' + session.host,
+            fix: 'stop the other program, or pick another port: --port 0 chooses a free one (npm start -- --port 0)',
+          });
+        }
+        throw err;
+      }
+    };
     const stimulusJpeg = (id: string) => stimuli?.jpeg(id) ?? Promise.resolve(undefined);
     dashboard = await startDashboard({
       events$: bus.asObservable(),
@@ -217,14 +242,14 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
       },
       onFeedbackInput,
       image: async (kind, id) => {
-        if (kind === 'stimulus') return stimulusJpeg(id);
+        if (kind === 'stimulus') return stimulusJpeg(id).catch(() => undefined);
         const bankDir = model?.bank?.thumbnailsDir ?? (session.modelDir ? join(session.modelDir, 'thumbs') : undefined);
         if (!bankDir) return undefined;
         for (const name of [`${id}.jpg`, `${id}.jpeg`, `${id}.png`]) {
           const file = join(bankDir, name);
           if (existsSync(file)) return new Uint8Array(readFileSync(file));
         }
-        return stimulusJpeg(id);
+        return stimulusJpeg(id).catch(() => undefined);
       },
       get simulated() { return simulated; },
       mask: readMaskForDisplay(session.modelDir, opts.processing),
@@ -233,10 +258,23 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     opts.onListening?.(dashboard.url);
   }
 
+  // Ctrl-C during a run stops the source and finishes the run: the report, the summary and the
+  // recording are written before the process exits. A second Ctrl-C exits at once.
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stderr.write('stopping: finishing the run and writing its report (Ctrl-C again to quit at once)\n');
+    abort?.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     await runOnce();
-    if (dashboard && opts.keepServing) {
+    if (dashboard && opts.keepServing && !interrupted) {
       process.stdout.write('run ended; the dashboard keeps serving (start the replay again from the page); press Ctrl-C to quit\n');
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
@@ -244,6 +282,8 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     }
     return 0;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await dashboard?.close();
     await stimuli?.close();
     bus.complete();

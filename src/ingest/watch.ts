@@ -379,7 +379,8 @@ class FolderWatcher {
         `${file.file}: volume ${idx} has grid ${file.shape.join('x')}, the run has ${this.grid.shape.join('x')}; ${fewer ? 'it is incomplete and' : 'it is'} not passed on`);
       return;
     }
-    const trSec = file.trSec > 0 ? file.trSec : this.opts.trSec ?? 0;
+    // An explicit TR (--tr) wins over the file's: 3D exports often carry a placeholder pixdim[4].
+    const trSec = this.opts.trSec ?? (file.trSec > 0 ? file.trSec : 0);
     if (this.grid === undefined) this.grid = { shape: file.shape, trSec };
     const volume: Volume = {
       type: 'volume',

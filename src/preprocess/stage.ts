@@ -120,18 +120,24 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
           subscriber.error(new Error('preprocess: a volume arrived before run-info (source contract broken)'));
           return;
         }
-        if (info.motionCorrection && config.createRegistrar && !registrar) {
-          if (event.volIdx < referenceIndex) {
-            waiting.push(event);
-            return;
+        try {
+          if (info.motionCorrection && config.createRegistrar && !registrar) {
+            if (event.volIdx < referenceIndex) {
+              waiting.push(event);
+              return;
+            }
+            registrar = config.createRegistrar(info, event, mask);
+            for (const held of waiting.splice(0)) {
+              if (held.type === 'volume') processVolume(held);
+              else subscriber.next(held);
+            }
           }
-          registrar = config.createRegistrar(info, event, mask);
-          for (const held of waiting.splice(0)) {
-            if (held.type === 'volume') processVolume(held);
-            else subscriber.next(held);
-          }
+          processVolume(event);
+        } catch (err) {
+          // A registrar that cannot be built (a grid motion correction cannot handle) or a
+          // failing stage ends the run with the error, which the command reports.
+          subscriber.error(err);
         }
-        processVolume(event);
       },
       error: (err) => subscriber.error(err),
       complete: () => {

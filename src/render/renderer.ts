@@ -411,7 +411,9 @@ export class Renderer {
   }
 
   private warn(decoded: Decoded, kind: WarningKind, message: string): void {
-    this.log.warn({ trialId: decoded.trialId, runId: decoded.runId }, message);
+    // Skips under the 'latest' policy are expected at max speed: counted in the report, logged at debug.
+    if (kind === 'skipped') this.log.debug({ trialId: decoded.trialId, runId: decoded.runId }, message);
+    else this.log.warn({ trialId: decoded.trialId, runId: decoded.runId }, message);
     this.emitEvent({ type: 'warning', runId: decoded.runId, kind, trialId: decoded.trialId, volIdx: decoded.volIdx, message });
   }
 

@@ -73,6 +73,8 @@ export class ReportCollector {
   private firstVolumeMs?: number;
   private lastEventMs?: number;
   readonly extraTrialMetrics = new Map<number, NonNullable<TrialReport['final']>>();
+  /** Corrupt or invalid input and skipped work the user must know about (first 20, one line each). */
+  readonly problems: string[] = [];
   /** Summary fields computed by other stages (brain retrieval needs the image bank). */
   readonly extraSummary: Record<string, unknown> = {};
 
@@ -98,7 +100,10 @@ export class ReportCollector {
         break;
       case 'warning':
         if (e.kind === 'duplicate') this.volumesDuplicate++;
-        else if (e.kind === 'invalid' || e.kind === 'corrupt' || e.kind === 'incomplete') this.volumesDropped++;
+        else if (e.kind === 'invalid' || e.kind === 'corrupt' || e.kind === 'incomplete') {
+          this.volumesDropped++;
+          if (this.problems.length < 20) this.problems.push(e.message.split('\n').join('; '));
+        }
         break;
       case 'stage-timing':
         this.onTiming(e);
@@ -204,6 +209,7 @@ export class ReportCollector {
     metricMean('pixCorr', 'pixCorrMean');
     metricMean('ssim', 'ssimMean');
     Object.assign(summary, this.extraSummary);
+    if (this.problems.length > 0) summary.problems = [...this.problems];
     summary.skipped = { ...this.skipped };
 
     const latencyMs: Record<string, Percentiles> = {};

@@ -104,13 +104,16 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   }
   const maskRule = config.processing.maskRule ?? (model?.manifest.voxels.maskRule as Mask['rule'] | undefined) ?? (maskFile.includes('nsdgeneral') ? 'value == 1' : 'value > 0');
   const mask = loadMask(maskFile, maskRule);
-  if (model && model.voxelCount !== mask.indices.length) {
+  // The model's voxel count is checked once the run's grid is known (maskFor), so that a mask on
+  // another grid is reported as such rather than as a voxel count mismatch.
+  const checkModelVoxels = () => {
+    if (!model || model.voxelCount === mask.indices.length) return;
     throw new MindeyeError('MODEL_VOXELS_MISMATCH', 'The model expects a different number of voxels than the mask selects.', {
       file: model.manifestPath, field: 'voxels.count', value: model.voxelCount,
       expected: `${mask.indices.length} (voxels with ${mask.rule} in ${mask.file})`,
       fix: 'use the mask the model was trained with (omit --mask to use the model\'s own mask) or refit the model on this mask',
     });
-  }
+  };
 
   let normalizeKind = config.processing.normalize;
   if (normalizeKind === 'auto') normalizeKind = model?.calibration ? 'calibration' : 'running';
@@ -143,6 +146,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
       runId,
       maskFor: (info) => {
         checkSameGrid(mask, info.shape, info.affine, `the run's images (${info.source})`);
+        checkModelVoxels();
         return mask;
       },
       createRegistrar: config.createRegistrar,

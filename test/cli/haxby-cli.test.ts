@@ -64,3 +64,30 @@ test('help lists every command', () => {
     assert.match(h.stdout, new RegExp(`mindeye-rt ${c}`), `${c} --help prints usage`);
   }
 });
+
+test('ctrl-c mid-run still writes the report', async () => {
+  const { spawn } = await import('node:child_process');
+  const dir = mkdtempSync(join(tmpdir(), 'haxby-sigint-'));
+  const report = join(dir, 'report.json');
+  const child = spawn(process.execPath, [join(ROOT, 'bin/mindeye-rt.js'), 'replay', '--bids', haxbyRun(5).bold, '--events', haxbyRun(5).events,
+    '--mask', HAXBY_MASK, '--speed', '10', '--no-dashboard', '--report', report], { env: { ...process.env, MINDEYE_LOG_LEVEL: 'error' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => { stdout += d; });
+  child.stderr.on('data', (d) => { stderr += d; });
+  // Wait until the run has started, then interrupt it as a user would.
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (existsSync(report) || stdout.length > 0 || Date.now() - started > 4000) { clearInterval(timer); resolve(); }
+    }, 100);
+    const started = Date.now();
+  });
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0, stderr);
+  assert.match(stderr, /stopping: finishing the run/);
+  const rep = JSON.parse(readFileSync(report, 'utf8'));
+  assert.ok(rep.summary.volumesProcessed > 0, 'some volumes were processed');
+  assert.ok(rep.summary.volumesProcessed < 121, `stopped early (${rep.summary.volumesProcessed} volumes)`);
+  assert.match(stdout, /volumes: received \d+, processed \d+/);
+});
