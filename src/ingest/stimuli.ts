@@ -113,7 +113,8 @@ export class LazyImgBrick {
   private request<T>(msg: object): Promise<T> {
     if (!this.child) {
       const script = fileURLToPath(new URL('./imgbrick-reader.mjs', import.meta.url));
-      const child = fork(script, [this.path], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+      // stderr is dropped: HDF5's own diagnostics would repeat the errors that come back over IPC.
+      const child = fork(script, [this.path], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
       child.on('message', (reply: { id: number; error?: string }) => {
         const waiter = this.pending.get(reply.id);
         this.pending.delete(reply.id);
