@@ -106,8 +106,8 @@ describe('simulated runs through the live pipeline', () => {
     const sorted = [...correlations].sort((a, b) => a - b);
     console.log(`live final betas vs ground truth: median r ${sorted[sorted.length >> 1].toFixed(3)}, min r ${sorted[0].toFixed(3)}`);
     // Least-squares-all is the simulator's own model, so on a noise-free run it recovers every
-    // trial up to int16 rounding (which matters most for trials near the end of the run, with
-    // few volumes after them); least-squares-separate lumps the other trials into one regressor.
+    // trial up to int16 rounding. Rounding matters most for the last trials, which have few
+    // volumes after them. Least-squares-separate would lump the other trials into one regressor.
     assert.ok(sorted[sorted.length >> 1] > 0.99, `median correlation ${sorted[sorted.length >> 1]}`);
     assert.ok(sorted[0] > 0.95, `lowest correlation ${sorted[0]}`);
   });
