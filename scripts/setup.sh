@@ -1,7 +1,7 @@
 #!/bin/sh
-# Installs everything the test suite needs on a fresh Debian machine: the Debian packages used
-# as reference implementations and for browser tests (when missing; needs root), then the npm
-# packages from package-lock.json.
+# Installs everything the test suite needs on a fresh Debian machine. First the Debian packages
+# used as reference implementations and for browser tests (when missing, which needs root),
+# then the npm packages from package-lock.json.
 set -eu
 cd "$(dirname "$0")/.."
 

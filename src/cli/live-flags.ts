@@ -34,7 +34,7 @@ export function expectedVolumesFromFlags(v: Record<string, unknown>): number | u
   return n;
 }
 
-/** Live sessions record to sessions/<date-time>/ unless --record-to says otherwise. */
+/** Returns sessions/<date-time>/, where live sessions record unless --record-to names a folder. */
 export function defaultRecordDir(): string {
   const stamp = new Date().toISOString().replace(/[:]/g, '-').replace(/\..*$/, '');
   return join('sessions', stamp);

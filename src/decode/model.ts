@@ -15,6 +15,7 @@ import { MindeyeError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { loadManifest, readF32, type HeadSpec, type LoadedManifest } from './manifest.ts';
 import { createSession, ort, type Device } from './ort.ts';
+import { similarities } from './retrieval.ts';
 
 export interface ImageBank {
   ids: string[];
@@ -194,16 +195,7 @@ export function rankCandidates(ids: string[], scores: ArrayLike<number>, k: numb
   return { topK: order.slice(0, k), trueRank: trueIndex >= 0 ? trueIndex + 1 : undefined, candidateCount: ids.length };
 }
 
-/** Cosine similarity of one embedding against every bank row. */
-export function bankScores(bank: ImageBank, embedding: Float32Array): Float32Array {
-  let norm = 0;
-  for (let j = 0; j < bank.dim; j++) norm += embedding[j] ** 2;
-  const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
-  const scores = new Float32Array(bank.ids.length);
-  for (let r = 0; r < bank.ids.length; r++) {
-    let s = 0;
-    for (let j = 0; j < bank.dim; j++) s += bank.embeddings[r * bank.dim + j] * embedding[j];
-    scores[r] = s * inv;
-  }
-  return scores;
+/** Cosine similarity of one embedding against every bank row (src/decode/retrieval.ts). */
+export function bankScores(bank: ImageBank, embedding: Float32Array): Float64Array {
+  return similarities(embedding, bank.embeddings, bank.dim);
 }

@@ -4,7 +4,7 @@
  * the NSD source with motion correction on.
  *
  * The simulation parameters come from the model manifest's `provenance.simulate`
- * ({ seed, sessions, runsPerSession, testRuns, grid }), so the demo run holds the same ROI,
+ * ({ seed, sessions, runsPerSession, testRuns, grid }), so the demo run has the same ROI,
  * voxel model and test images as the model's training data and image bank.
  */
 import { existsSync, readFileSync } from 'node:fs';

@@ -1,8 +1,8 @@
 /**
  * Calibration fits: run each calibration run through the same live pipeline (preprocess and
  * trial GLM, at max speed), collect the final betas, and fit a ridge classifier on them.
- * The ridge penalty is chosen by leave-one-run-out cross-validation unless given; the z-score
- * statistics are refitted inside every fold so that the held-out run never leaks into them.
+ * The ridge penalty is chosen by leave-one-run-out cross-validation unless given. The z-score
+ * statistics are refitted inside every fold, so the held-out run never leaks into them.
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';

@@ -1,7 +1,7 @@
 /**
- * Replay pacing. Volume `i` is due at `startMs + i * trSec * 1000 / factor`; a speed change or a
- * pause re-anchors the schedule at the current volume so that the replay neither jumps nor
- * bursts to catch up.
+ * Replay pacing. Volume `i` is due at `startMs + i * trSec * 1000 / factor`. A speed change or a
+ * pause re-anchors the schedule at the current volume, so the replay neither jumps nor bursts
+ * to catch up.
  */
 import type { PacingControl, Speed } from './source.ts';
 
@@ -56,7 +56,7 @@ export class Pacer implements PacingControl {
     const dueMs = this.anchorMs + ((volIdx - this.anchorIdx) * trSec * 1000) / factor;
     const waitMs = dueMs - performance.now();
     if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
-    // A pause that began while sleeping holds this volume back too.
+    // A pause that began while sleeping delays this volume too.
     while (this.isPaused) await new Promise<void>((r) => this.resumeWaiters.push(r));
   }
 

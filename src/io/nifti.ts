@@ -176,7 +176,7 @@ export function readNifti(file: string): NiftiImage {
   const voxelCount = header.shape[0] * header.shape[1] * header.shape[2] * header.volumes;
   const need = header.voxOffset + voxelCount * bytesPerVoxel(header);
   if (bytes.byteLength < need) {
-    throw new MindeyeError('NIFTI_TRUNCATED', 'NIfTI file is shorter than its header says.', {
+    throw new MindeyeError('NIFTI_TRUNCATED', 'The NIfTI file is shorter than its header requires (truncated).', {
       file, field: 'data size', value: `${bytes.byteLength} bytes`, expected: `${need} bytes (vox_offset + voxels x bytes per voxel)`,
       fix: 'the file is truncated or its header is wrong: copy or convert it again',
     });
@@ -440,7 +440,9 @@ export function writeNifti(file: string, data: ArrayLike<number>, opts: NiftiWri
 }
 
 function clamp(x: number, lo: number, hi: number): number {
-  return x < lo ? lo : x > hi ? hi : x;
+  if (x < lo) return lo;
+  if (x > hi) return hi;
+  return x;
 }
 
 function det3(a: Float64Array): number {

@@ -3,8 +3,8 @@
  *
  * - BIDS events (`*_events.tsv`): a header row with at least `onset` and `duration` (seconds)
  *   and a label column (`trial_type` by default, or `--label-column`). A UTF-8 byte-order mark,
- *   CRLF line ends and `n/a` cells are handled as the BIDS specification says; rows whose label
- *   is `n/a` are not trials.
+ *   CRLF line ends and `n/a` cells are handled as the BIDS specification requires. Rows whose
+ *   label is `n/a` are not trials.
  * - NSD design (`design_sessionNN_runCC.tsv`): no header, one integer per TR, the 73k image id
  *   (1-based) at the trial's onset TR and 0 elsewhere. NSD's files appear to have 225 rows for
  *   226 volumes (75 slots x 3 TRs; the trailing volume has no row), so a file with one row fewer

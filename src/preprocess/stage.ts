@@ -50,7 +50,7 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
     let registrar: Registrar | undefined;
     let quality: QualityMonitor | undefined;
     const referenceIndex = config.referenceIndex ?? 0;
-    // Volumes (and the events between them) held until the reference volume arrives.
+    // Volumes (and the events between them) that wait until the reference volume arrives.
     const waiting: SourceEvent[] = [];
 
     const processVolume = (event: Volume) => {
@@ -127,9 +127,9 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
               return;
             }
             registrar = config.createRegistrar(info, event, mask);
-            for (const held of waiting.splice(0)) {
-              if (held.type === 'volume') processVolume(held);
-              else subscriber.next(held);
+            for (const queued of waiting.splice(0)) {
+              if (queued.type === 'volume') processVolume(queued);
+              else subscriber.next(queued);
             }
           }
           processVolume(event);
@@ -143,10 +143,15 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
       complete: () => {
         if (waiting.length > 0) {
           config.publish({ type: 'warning', runId: config.runId, kind: 'other',
-            message: `the run ended before motion reference volume ${referenceIndex}; ${waiting.filter((e) => e.type === 'volume').length} held volumes go through without motion correction` });
-          for (const held of waiting.splice(0)) {
-            if (held.type === 'volume') processVolume(held);
-            else subscriber.next(held);
+            message: `the run ended before motion reference volume ${referenceIndex}; ${waiting.filter((e) => e.type === 'volume').length} volumes waiting for it go through without motion correction` });
+          try {
+            for (const queued of waiting.splice(0)) {
+              if (queued.type === 'volume') processVolume(queued);
+              else subscriber.next(queued);
+            }
+          } catch (err) {
+            subscriber.error(err);
+            return;
           }
         }
         subscriber.complete();

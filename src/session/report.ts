@@ -12,6 +12,7 @@
  *   after them; volumeToFirstFrame: window-closing volume received -> first frame sent
  */
 import type { Decoded, Frame, PipelineEvent, RunInfo, StageTiming, TrialSpec } from '../events.ts';
+import { brainRetrieval } from '../decode/retrieval.ts';
 
 export interface TrialReport {
   trialId: number;
@@ -253,9 +254,9 @@ export class ReportCollector {
 }
 
 /**
- * Brain retrieval top-1 (MindEye's "brain retrieval"): for each distinct test image, whether its
- * own trial's retrieval embedding is the most similar to the image's bank embedding among the
- * embeddings of all distinct test trials (the first trial of each image is used).
+ * Computes brain retrieval top-1, as MindEye defines it. For each distinct test image, a hit is
+ * when its own trial's retrieval embedding is the most similar to the image's bank embedding
+ * among the embeddings of all distinct test trials. The first trial of each image is used.
  */
 export function brainRetrievalTop1(
   finals: Decoded[],
@@ -269,25 +270,14 @@ export function brainRetrievalTop1(
   }
   const ids = [...byImage.keys()];
   if (ids.length < 2) return undefined;
-  const unit = (v: Float32Array) => {
-    let n = 0;
-    for (const x of v) n += x * x;
-    const inv = n > 0 ? 1 / Math.sqrt(n) : 0;
-    return Float32Array.from(v, (x) => x * inv);
-  };
-  const brains = ids.map((id) => unit(byImage.get(id)!));
+  const dim = bank.dim;
+  const brains = new Float32Array(ids.length * dim);
+  ids.forEach((id, j) => brains.set(byImage.get(id)!, j * dim));
   let hits = 0;
   for (let i = 0; i < ids.length; i++) {
     const row = bank.ids.indexOf(ids[i]);
-    const image = bank.embeddings.subarray(row * bank.dim, (row + 1) * bank.dim);
-    let best = -1;
-    let bestScore = -Infinity;
-    for (let j = 0; j < brains.length; j++) {
-      let s = 0;
-      for (let k = 0; k < bank.dim; k++) s += brains[j][k] * image[k];
-      if (s > bestScore) { bestScore = s; best = j; }
-    }
-    if (best === i) hits++;
+    const best = brainRetrieval(bank.embeddings.subarray(row * dim, (row + 1) * dim), brains, 1)[0];
+    if (best.trial === i) hits++;
   }
   return { top1: hits / ids.length, candidates: ids.length };
 }

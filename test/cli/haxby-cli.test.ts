@@ -37,14 +37,17 @@ test('fit then replay writes a report', () => {
   assert.equal(rep.summary.retrievalChance, 0.125);
   assert.equal(rep.trials.length, 8);
   for (const t of rep.trials) {
-    assert.ok(Number.isInteger(t.final.retrievalRank) && t.final.retrievalRank >= 1 && t.final.retrievalRank <= 8, `rank of trial ${t.trialId}`);
+    assert.ok(Number.isInteger(t.final.retrievalRank), `rank of trial ${t.trialId} is an integer`);
+    assert.ok(t.final.retrievalRank >= 1, `rank of trial ${t.trialId} is at least 1`);
+    assert.ok(t.final.retrievalRank <= 8, `rank of trial ${t.trialId} is at most 8`);
     assert.equal(t.frames, 0, 'a classifier makes no frames');
     assert.equal(t.final.pixCorr, undefined, 'no image metric without images');
   }
   for (const stage of ['preprocess', 'decode', 'volumeToDecode', 'glm']) {
     assert.ok(rep.summary.latencyMs[stage]?.p95 >= 0, `latency of ${stage}`);
   }
-  assert.ok(Array.isArray(rep.summary.anytime) && rep.summary.anytime.length > 1, 'anytime curve from progressive estimates');
+  assert.ok(Array.isArray(rep.summary.anytime), 'anytime curve in the summary');
+  assert.ok(rep.summary.anytime.length > 1, 'anytime curve from progressive estimates');
 });
 
 test('fit rejects unequal bids and events', () => {
