@@ -32,7 +32,7 @@ Measures, on this machine, within a few minutes by default:
   --out DIR                write DIR/bench.json (default bench-results/)
 `;
 
-async function demoReplay(grid: 'epi' | 'nsd', speed: Speed, device: 'cpu' | 'cuda', modelDir: string | undefined, maxVolumes?: number): Promise<RunReport> {
+export async function demoReplay(grid: 'epi' | 'nsd', speed: Speed, device: 'cpu' | 'cuda', modelDir: string | undefined, maxVolumes?: number): Promise<RunReport> {
   const sim = demoSimulation(DEMO_MODEL_DIR);
   const { planRuns, simulateDataset } = await import('../sim/dataset.ts');
   const root = join(REPO_ROOT, '.cache', `bench-${grid}-seed${sim.seed}`);
@@ -121,11 +121,27 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   if (values.soak !== undefined) {
+    // Soak block (src/bench/soak.ts): long max-speed replays, memory and p95 latency per run.
     const minutes = Number(values.soak);
-    const until = Date.now() + minutes * 60_000;
-    const runs: unknown[] = [];
-    while (Date.now() < until) runs.push(pick(await demoReplay(grid, { kind: 'max' }, device, modelDir)));
-    results.soak = { minutes, runs };
+    if (!Number.isFinite(minutes) || minutes <= 0) {
+      throw new MindeyeError('CLI_USAGE', 'Invalid value for --soak.', { field: '--soak', value: String(values.soak), expected: 'a positive number of minutes, e.g. 120 or 0.5', fix: 'see --help' });
+    }
+    const { runSoak, soakLine, summarizeSoak } = await import('../bench/soak.ts');
+    const outDir = String(values.out);
+    mkdirSync(outDir, { recursive: true });
+    say(`bench: soak for ${minutes} min, demo replays at max speed back to back`);
+    const soak = await runSoak({
+      minutes,
+      replayOnce: () => demoReplay(grid, { kind: 'max' }, device, modelDir),
+      onRun: (r, soFar) => {
+        say(soakLine(r));
+        // Partial results after every run, so an interrupted soak still leaves its figures.
+        writeFileSync(join(outDir, 'soak.json'), JSON.stringify({ summary: summarizeSoak(minutes, soFar, r.startedAtSec + r.durationSec), series: soFar }, null, 2) + '\n');
+      },
+    });
+    results.soak = soak;
+    const sm = soak.summary;
+    say(`bench: soak ${sm.runs} runs in ${sm.durationSec} s; RSS ${sm.rssMb.first} -> ${sm.rssMb.last} MiB (slope ${sm.rssMb.slopePerRun} MiB/run); heap ${sm.heapUsedMb.first} -> ${sm.heapUsedMb.last} MiB`);
   }
 
   const outDir = String(values.out);
