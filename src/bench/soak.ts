@@ -4,7 +4,7 @@
  *
  * Memory is read after a full garbage collection (when the collector can be reached), so the
  * heap figure reflects what each run left behind, not what is waiting to be collected. RSS is
- * reported too: it is what the operating system sees, but it also holds the allocator's free
+ * reported too: it is the operating system's figure, but it also contains the allocator's free
  * lists, so it settles after a few runs instead of dropping.
  */
 import { setFlagsFromString } from 'node:v8';
@@ -45,9 +45,9 @@ export interface SoakResult {
 }
 
 export interface SoakOptions {
-  /** Wall-clock length; a run that starts before the end is finished. */
+  /** Wall-clock length. A run that starts before the end is finished. */
   minutes: number;
-  /** Least number of runs, even when the time is up (a trend needs several points). */
+  /** Minimum number of runs, even when the time is up, because a trend needs several points. */
   minRuns?: number;
   /** Replays one run and returns its report. */
   replayOnce(): Promise<RunReport>;
@@ -148,7 +148,7 @@ export function summarizeSoak(minutes: number, series: SoakRun[], durationSec: n
   };
 }
 
-/** One progress line per run. */
+/** Formats the progress line of one run. */
 export function soakLine(r: SoakRun): string {
   const lat = Object.entries(r.p95Ms).map(([k, v]) => `${k} ${v}`).join(', ');
   return `soak run ${r.run} at ${r.startedAtSec} s: ${r.volumes} volumes in ${r.durationSec} s, RSS ${r.rssMb} MiB, heap ${r.heapUsedMb} MiB; p95 ms: ${lat}`;

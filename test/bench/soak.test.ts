@@ -4,13 +4,13 @@ import { runSoak, slope, summarizeSoak, type SoakRun } from '../../src/bench/soa
 import { demoReplay } from '../../src/cli/bench.ts';
 import { DEMO_MODEL_DIR } from '../../src/demo/prepare.ts';
 
-test('slope of a steady series is zero and of a leaking one is its step', () => {
+test('slope of steady and growing series', () => {
   assert.equal(slope([5, 5, 5, 5]), 0);
   assert.equal(slope([10, 12, 14, 16]), 2);
   assert.equal(slope([7]), 0);
 });
 
-test('a shortened soak keeps memory flat run over run', async () => {
+test('short soak keeps memory flat', async () => {
   const seen: SoakRun[] = [];
   const result = await runSoak({
     minutes: 0,
@@ -28,7 +28,7 @@ test('a shortened soak keeps memory flat run over run', async () => {
       assert.equal(typeof r.p95Ms[stage], 'number', `run ${r.run} has a p95 for ${stage}`);
     }
   }
-  // The first run warms caches and loads libraries; growth is judged from the second run on.
+  // The first run warms caches and loads libraries, so growth is judged from the second run on.
   const steady = result.series.slice(1);
   const heapSlope = slope(steady.map((r) => r.heapUsedMb));
   assert.ok(heapSlope < 1, `heap after collection grows ${heapSlope.toFixed(2)} MiB per run`);
