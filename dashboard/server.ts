@@ -25,7 +25,7 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { Observable, Subscription as RxSubscription } from 'rxjs';
 import type { WebSocket } from 'ws';
 import { MindeyeError } from '../src/errors.ts';
-import type { PipelineEvent } from '../src/events.ts';
+import { nowMs, type PipelineEvent, type StageTiming } from '../src/events.ts';
 import { formatSpeed, parseSpeed, type Speed } from '../src/ingest/source.ts';
 import { logger } from '../src/log.ts';
 import { TOKEN_COOKIE, checkToken, isLoopbackAddress, tokenSources } from './auth.ts';
@@ -72,6 +72,8 @@ export interface DashboardOptions {
   mosaicIntervalMs?: number;
   /** Per-client outbound buffer limits (bytes). */
   clientLimits?: ChannelLimits;
+  /** Receives a 'send' timing for every frame forwarded to the viewers and feedback clients. */
+  onTiming?(timing: StageTiming): void;
 }
 
 export interface DashboardHandle {
@@ -198,8 +200,14 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   const subscription: RxSubscription = session.events$.subscribe({
     next: (event) => {
       try {
+        const startMs = nowMs();
         viewers.apply(event);
         feedback.publish(event);
+        // 'send' covers updating the page state, framing the message and handing it to every
+        // client's socket; ws writes to the network after this returns.
+        if (event.type === 'frame') {
+          opts.onTiming?.({ type: 'stage-timing', runId: event.runId, stage: 'send', trialId: event.trialId, volIdx: event.volIdx, startMs, endMs: nowMs() });
+        }
       } catch (err) {
         // A display bug must not end the session's event stream.
         log.error({ err, eventType: event.type }, 'dashboard failed to handle an event');

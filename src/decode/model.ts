@@ -16,6 +16,7 @@ import { logger } from '../log.ts';
 import { loadManifest, readF32, type HeadSpec, type LoadedManifest } from './manifest.ts';
 import { createSession, ort, type Device } from './ort.ts';
 import { similarities } from './retrieval.ts';
+import { nowMs } from '../events.ts';
 
 export interface ImageBank {
   ids: string[];
@@ -34,6 +35,9 @@ export interface HeadOutputs {
   priorEmbedding?: Float32Array;
 }
 
+/** Receives one timed step of `decodeBatch`: its stage name, start and end (performance.now() ms). */
+export type HeadTimingCallback = (stage: string, startMs: number, endMs: number) => void;
+
 /** Heads this stage runs, in dependency order. */
 const DECODE_HEADS = ['classifier', 'backbone', 'retrieval', 'lowLevel'] as const;
 type DecodeHead = (typeof DECODE_HEADS)[number];
@@ -44,7 +48,11 @@ export interface LoadedModel extends LoadedManifest {
   bank?: ImageBank;
   calibration?: { mean: Float32Array; std: Float32Array };
   sessions: Map<DecodeHead, { spec: HeadSpec; session: ort.InferenceSession }>;
-  decodeBatch(betas: Float32Array[]): Promise<HeadOutputs[]>;
+  /**
+   * Runs the voxel heads (and the prior) on a batch of normalised betas. `onTiming` receives
+   * each head's run as stage `decode:<head>` and the prior's sampling loop as `prior-sampling`.
+   */
+  decodeBatch(betas: Float32Array[], onTiming?: HeadTimingCallback): Promise<HeadOutputs[]>;
   close(): Promise<void>;
 }
 
@@ -131,7 +139,7 @@ export async function loadModel(dir: string, opts: { device: Device; maskVoxels?
     return { data: out.data as Float32Array, dims: out.dims };
   }
 
-  async function decodeBatch(betas: Float32Array[]): Promise<HeadOutputs[]> {
+  async function decodeBatch(betas: Float32Array[], onTiming?: HeadTimingCallback): Promise<HeadOutputs[]> {
     const batch = betas.length;
     const V = m.voxels.count;
     const voxels = new Float32Array(batch * V);
@@ -143,7 +151,9 @@ export async function loadModel(dir: string, opts: { device: Device; maskVoxels?
       if (!entry) continue;
       const input = produced.get(entry.spec.input);
       if (!input) continue;
+      const startMs = nowMs();
       produced.set(name, await runHead(name, input.data, batch));
+      onTiming?.(`decode:${name}`, startMs, nowMs());
     }
     const split = (name: string) => {
       const p = produced.get(name);
@@ -159,7 +169,9 @@ export async function loadModel(dir: string, opts: { device: Device; maskVoxels?
     if (prior) {
       const input = produced.get(m.heads.prior.input);
       if (input) {
+        const startMs = nowMs();
         const sampled = await prior.sample(input.data, batch);
+        onTiming?.('prior-sampling', startMs, nowMs());
         const width = sampled.length / batch;
         priorEmbeddings = Array.from({ length: batch }, (_, i) => sampled.slice(i * width, (i + 1) * width));
       }

@@ -42,7 +42,11 @@ export function decodeTrials(config: DecodeStageConfig): OperatorFunction<TrialE
         while (queue.length > 0 && !closed) {
           const batch = queue.splice(0, config.maxBatch);
           const startMs = nowMs();
-          const outputs = await config.model.decodeBatch(batch.map((e) => e.normalizedBetas));
+          // Per-head timings are attributed to the batch's last estimate.
+          const last = batch[batch.length - 1];
+          const outputs = await config.model.decodeBatch(batch.map((e) => e.normalizedBetas), (stage, headStartMs, headEndMs) => {
+            config.publish({ type: 'stage-timing', runId: config.runId, stage, trialId: last.trialId, volIdx: last.volIdx, startMs: headStartMs, endMs: headEndMs });
+          });
           const endMs = nowMs();
           batch.forEach((estimate, i) => {
             const decoded = toDecoded(config, estimate, outputs[i], endMs);

@@ -57,8 +57,11 @@ export function niftiReplaySource(opts: NiftiReplayOptions): Source {
           };
           subscriber.next(info);
         });
+        // 'ingest' times the decompression and parsing of each volume, without the pacing wait.
+        let readStartMs = nowMs();
         for await (const vol of volumes) {
           if (stopped) return;
+          ctx.publishTiming?.({ type: 'stage-timing', runId: ctx.runId, stage: 'ingest', volIdx: vol.index, startMs: readStartMs, endMs: nowMs() });
           await ctx.pacing.waitTurn(vol.index, trSec);
           if (stopped) return;
           if (vol.index === 0) opts.onFirstVolume?.(vol.fileBytesRead);
@@ -68,6 +71,7 @@ export function niftiReplaySource(opts: NiftiReplayOptions): Source {
             sourceId: `${opts.file}#${vol.index}`,
           });
           delivered++;
+          readStartMs = nowMs();
         }
         subscriber.complete();
       } catch (err) {

@@ -14,7 +14,7 @@
  * - unsubscribing stops reading (closes files, sockets and watchers).
  */
 import type { Observable } from 'rxjs';
-import type { Gap, PipelineWarning, RunInfo, Volume } from '../events.ts';
+import type { Gap, PipelineWarning, RunInfo, StageTiming, Volume } from '../events.ts';
 
 export type SourceEvent = RunInfo | Volume | Gap | PipelineWarning;
 
@@ -22,6 +22,8 @@ export interface SourceContext {
   runId: string;
   /** Pacing control for replays; live sources ignore it. */
   pacing: PacingControl;
+  /** Receives the source's own timings, such as 'ingest' (decoding one volume); optional. */
+  publishTiming?(timing: StageTiming): void;
 }
 
 export type Source = (ctx: SourceContext) => Observable<SourceEvent>;

@@ -66,8 +66,13 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
       const flags: QualityFlag[] = [];
       let motion = ZERO_MOTION;
       let values: Float32Array;
+      // 'motion' times the rigid registration, 'mask' the sampling of the mask voxels, the
+      // non-finite check and the quality update; 'mask+motion' covers both.
+      let maskStartMs = startMs;
       if (registrar) {
         const reg = registrar.register(event.data);
+        maskStartMs = nowMs();
+        config.publish({ type: 'stage-timing', runId: config.runId, stage: 'motion', volIdx: event.volIdx, startMs, endMs: maskStartMs });
         motion = reg.motion;
         flags.push(...reg.flags);
         if (reg.message) log.warn({ volIdx: event.volIdx, flags: reg.flags }, reg.message);
@@ -93,8 +98,10 @@ export function preprocessVolumes(config: PreprocessConfig): OperatorFunction<So
         config.publish({ type: 'warning', runId: config.runId, kind: 'flagged', volIdx: event.volIdx,
           message: `volume ${event.volIdx} flagged: ${q.flags.join(', ')}${nanCount ? ` (${nanCount} non-finite voxels set to 0)` : ''}` });
       }
+      const endMs = nowMs();
       config.publish(masked);
-      config.publish({ type: 'stage-timing', runId: config.runId, stage: 'mask+motion', volIdx: event.volIdx, startMs, endMs: nowMs() });
+      config.publish({ type: 'stage-timing', runId: config.runId, stage: 'mask', volIdx: event.volIdx, startMs: maskStartMs, endMs });
+      config.publish({ type: 'stage-timing', runId: config.runId, stage: 'mask+motion', volIdx: event.volIdx, startMs, endMs });
       subscriber.next(masked);
     };
 

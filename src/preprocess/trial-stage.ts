@@ -46,8 +46,10 @@ export function estimateTrials(config: TrialStageConfig): OperatorFunction<Prepr
     const trialSubscription = config.trials$?.subscribe(addTrial);
 
     const emit = (raw: RawTrialEstimate, receivedAtMs: number) => {
+      const normalizeStartMs = nowMs();
       const normalizedBetas = normalizer!.normalize(raw.betas);
       if (raw.final) normalizer!.observeFinal(raw.betas);
+      config.publish({ type: 'stage-timing', runId: config.runId, stage: 'normalize', volIdx: raw.volIdx, trialId: raw.trialId, startMs: normalizeStartMs, endMs: nowMs() });
       const estimate: TrialEstimate = {
         type: 'trial-estimate', runId: config.runId, volIdx: raw.volIdx, receivedAtMs,
         trialId: raw.trialId, stimulusId: raw.stimulusId, volumesSinceOnset: raw.volumesSinceOnset,

@@ -330,7 +330,7 @@ export class Renderer {
     const decoded = trial.pendingLowLevel as Decoded;
     trial.pendingLowLevel = undefined;
     const startMs = nowMs();
-    const image = await this.decodeToImage(decoded.lowLevelLatents as Float32Array);
+    const image = await this.decodeToImage(decoded.lowLevelLatents as Float32Array, decoded, 'low-level');
     const provisional = !decoded.final;
     const refinement = provisional ? undefined : this.startRefinement(trial, decoded);
     const stepCount = refinement ? refinement.stepCount : 0;
@@ -369,13 +369,14 @@ export class Renderer {
     const decoded = trial.finalDecoded as Decoded;
     const startMs = nowMs();
     const step = await run.step();
+    this.emitTiming(decoded, 'img2img-step', startMs, nowMs());
     if (this.stopped) throw new StopError();
-    const preview = await this.decodeToImage(step.predictedOriginal);
+    const preview = await this.decodeToImage(step.predictedOriginal, decoded, 'img2img-decode');
     this.sendFrame(trial, decoded, 'img2img-step', false, run.stepsDone, run.stepCount, preview, startMs);
     if (!run.done) return;
     this.refineQueue.shift();
     const finalStartMs = nowMs();
-    const finalImage = await this.decodeToImage(run.sample);
+    const finalImage = await this.decodeToImage(run.sample, decoded, 'img2img-decode');
     this.sendFrame(trial, decoded, 'final', false, run.stepCount, run.stepCount, finalImage, finalStartMs);
     this.markFinished(trial);
   }
@@ -390,13 +391,25 @@ export class Renderer {
     this.markFinished(trial);
   }
 
-  private async decodeToImage(latents: Float32Array): Promise<EncodedImage> {
+  /**
+   * Decodes latents to an encoded image. The VAE decode and RGB conversion are timed as
+   * `decodeStage`, the JPEG or WebP encoding as 'encode'.
+   */
+  private async decodeToImage(latents: Float32Array, decoded: Decoded, decodeStage: 'low-level' | 'img2img-decode'): Promise<EncodedImage> {
+    const startMs = nowMs();
     const out = await this.vae.decode(latents);
     if (this.stopped) throw new StopError();
     const rgb = planarToRgb8(out.planar, out.channels, out.height, out.width, this.settings.vae.outputRange);
+    const encodeStartMs = nowMs();
+    this.emitTiming(decoded, decodeStage, startMs, encodeStartMs);
     const encoded = await encodeRgb(rgb, { format: this.options.format, quality: this.options.quality });
+    this.emitTiming(decoded, 'encode', encodeStartMs, nowMs());
     if (this.stopped) throw new StopError();
     return encoded;
+  }
+
+  private emitTiming(decoded: Decoded, stage: string, startMs: number, endMs: number): void {
+    this.emitEvent({ type: 'stage-timing', runId: decoded.runId, stage, trialId: decoded.trialId, volIdx: decoded.volIdx, startMs, endMs });
   }
 
   private sendFrame(trial: TrialState, decoded: Decoded, kind: FrameKind, provisional: boolean, step: number, stepCount: number,

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { from, lastValueFrom, concat, throwError, take, toArray, Subject } from 'rxjs';
+import { from, lastValueFrom, concat, throwError, take, toArray, Subject, filter } from 'rxjs';
 import type { Decoded, Frame, PipelineWarning, StageTiming } from '../../src/events.ts';
 import { isMindeyeError } from '../../src/errors.ts';
 import { loadManifest, type LoadedManifest } from '../../src/decode/manifest.ts';
@@ -80,8 +80,16 @@ test('final trial gets low-level, previews and final frame', { skip }, async () 
   assert.ok(frames.every((f) => f.runId === 'test-run' && f.volIdx === 11 && f.receivedAtMs === 1001), 'frames carry the Decoded event\'s ids');
   for (let i = 1; i < frames.length; i++) assert.ok(frames[i].sentAtMs >= frames[i - 1].sentAtMs, 'sentAtMs increases');
   const timings = rec.log.flatMap((e) => ('event' in e && e.event.type === 'stage-timing' ? [e.event as StageTiming] : []));
-  assert.equal(timings.length, frames.length);
-  assert.ok(timings.every((t) => t.stage === 'render' && t.trialId === 1 && t.endMs >= t.startMs));
+  const renderTimings = timings.filter((t) => t.stage === 'render');
+  assert.equal(renderTimings.length, frames.length);
+  assert.ok(timings.every((t) => t.trialId === 1 && t.endMs >= t.startMs));
+  // Finer stages: one low-level decode, one UNet step and one VAE decode per preview, the
+  // final frame's VAE decode, and one encode per frame.
+  const count = (stage: string) => timings.filter((t) => t.stage === stage).length;
+  assert.equal(count('low-level'), 1);
+  assert.equal(count('img2img-step'), STEPS);
+  assert.equal(count('img2img-decode'), STEPS + 1);
+  assert.equal(count('encode'), frames.length);
   assert.deepEqual(renderer.skipped, { img2img: 0, previews: 0, steps: 0, provisional: 0 });
   assert.ok(rec.completed, 'drain completes the event stream');
   // Previews sharpen toward the final image: the last preview differs from the low-level frame.
@@ -313,7 +321,7 @@ test('operator forwards a source error after closing', { skip }, async () => {
 test('operator unsubscribe closes the renderer', { skip }, async () => {
   const renderer = await createRenderer({ model: tinyModel() });
   const source = new Subject<Decoded>();
-  const first = lastValueFrom(source.pipe(renderWith(renderer), take(1)));
+  const first = lastValueFrom(source.pipe(renderWith(renderer), filter((e) => e.type === 'frame'), take(1)));
   source.next(decoded(1, true));
   const event = await first;
   assert.equal(event.type, 'frame');
