@@ -49,7 +49,7 @@
  * little-endian without a header; their shapes follow from the fields above.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { MindeyeError } from '../errors.ts';
 
 export interface HeadSpec {
@@ -120,7 +120,16 @@ export function loadManifest(dirArg: string): LoadedManifest {
   }
   const mustExist = (field: string, rel: string | undefined) => {
     if (rel === undefined) return;
-    const p = join(dir, rel);
+    if (typeof rel !== 'string' || rel === '') {
+      throw invalid(manifestPath, field, rel, 'a file name relative to the model directory', 'name the file as a string');
+    }
+    const p = resolve(dir, rel);
+    // A manifest may come from elsewhere, so its file names must not reach outside the directory.
+    const inside = relative(dir, p);
+    if (inside.startsWith('..') || isAbsolute(inside)) {
+      throw invalid(manifestPath, field, rel, `a path inside the model directory ${dir}`,
+        'copy the file into the model directory and name it relative to manifest.json');
+    }
     if (!existsSync(p)) {
       throw new MindeyeError('MODEL_FILE_MISSING', 'A file named in the model manifest does not exist.', {
         file: manifestPath, field, value: rel, expected: `a file at ${p}`,
@@ -141,6 +150,15 @@ export function loadManifest(dirArg: string): LoadedManifest {
       throw invalid(manifestPath, `heads.${name}.input`, head.input, `"voxels" or one of ${Object.keys(m.heads).join(', ')}`,
         'name the head whose output this head takes');
     }
+  }
+  const latentShape = m.heads.lowLevel?.latentShape;
+  // Checked here when present; the renderer, which needs it, rejects a missing one (render/config.ts).
+  if (latentShape !== undefined && !(Array.isArray(latentShape) && latentShape.length === 3
+    && latentShape.every((n) => Number.isInteger(n) && n >= 1))) {
+    throw new MindeyeError('MODEL_SHAPE_MISMATCH', 'The low-level latent shape is invalid.', {
+      file: manifestPath, field: 'heads.lowLevel.latentShape', value: JSON.stringify(latentShape),
+      expected: '[C, H, W]: 3 positive integers, the shape of the lowLevel head\'s output', fix: 'write the shape the exporter gave the lowLevel head',
+    });
   }
   if (!takesVoxels) {
     throw invalid(manifestPath, 'heads.*.input', 'no head takes "voxels"', 'at least one head with input "voxels"', 'add a backbone or classifier on voxels');

@@ -41,6 +41,7 @@ import { Observable, type Subscriber } from 'rxjs';
 import { MindeyeError, isMindeyeError } from '../errors.ts';
 import { nowMs, type RunInfo, type Shape3, type Volume } from '../events.ts';
 import { stageLogger } from '../log.ts';
+import { checkVolumeSize } from '../io/limits.ts';
 import type { Source, SourceContext, SourceEvent } from './source.ts';
 
 export const PUSH_DTYPES = { uint8: 1, int8: 1, int16: 2, uint16: 2, int32: 4, uint32: 4, float32: 4, float64: 8 } as const;
@@ -106,7 +107,8 @@ function invalid(field: string, value: unknown, expected: string): MindeyeError 
   });
 }
 
-export function validatePushHeader(h: unknown): PushHeader {
+/** Validates a parsed header; `limitBytes` caps one volume as float32 (default `maxVolumeBytes()`). */
+export function validatePushHeader(h: unknown, limitBytes?: number): PushHeader {
   if (typeof h !== 'object' || h === null || Array.isArray(h)) throw invalid('header', typeof h, 'a JSON object');
   const o = h as Record<string, unknown>;
   if (!Number.isInteger(o.index) || (o.index as number) < 0) throw invalid('index', o.index, 'an integer >= 0');
@@ -114,6 +116,9 @@ export function validatePushHeader(h: unknown): PushHeader {
   if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((n) => Number.isInteger(n) && n >= 1)) {
     throw invalid('shape', shape, '3 positive integers [x, y, z]');
   }
+  checkVolumeSize({
+    code: 'INGEST_INVALID', file: 'push message', field: 'shape', voxels: shape[0] * shape[1] * shape[2], dimensions: shape.join(' x '), limitBytes,
+  });
   if (typeof o.dtype !== 'string' || !(o.dtype in PUSH_DTYPES)) throw invalid('dtype', o.dtype, Object.keys(PUSH_DTYPES).join(', '));
   const affine = o.affine;
   if (!Array.isArray(affine) || affine.length !== 16 || !affine.every((x) => typeof x === 'number' && Number.isFinite(x))) {
@@ -155,8 +160,12 @@ export function encodePushMessage(header: PushHeader, data: ArrayLike<number>): 
   return out;
 }
 
-/** Decodes one push message into its header and float32 voxels; throws INGEST_INVALID on any mismatch. */
-export function decodePushMessage(message: Buffer): { header: PushHeader; data: Float32Array } {
+/**
+ * Decodes one push message into its header and float32 voxels; throws INGEST_INVALID on any
+ * mismatch. The header's size is checked against `limitBytes` and against the bytes the message
+ * holds before the voxel array is allocated.
+ */
+export function decodePushMessage(message: Buffer, limitBytes?: number): { header: PushHeader; data: Float32Array } {
   if (message.length < 4) throw invalid('message length', message.length, 'at least 4 bytes (header length)');
 
   const headerLength = message.readUInt32LE(0);
@@ -170,7 +179,7 @@ export function decodePushMessage(message: Buffer): { header: PushHeader; data: 
     throw invalid('header', (err as Error).message, 'UTF-8 JSON');
   }
 
-  const header = validatePushHeader(parsed);
+  const header = validatePushHeader(parsed, limitBytes);
   const count = header.shape[0] * header.shape[1] * header.shape[2];
   const bytesPer = PUSH_DTYPES[header.dtype];
   const dataLength = message.length - 4 - headerLength;
@@ -199,8 +208,10 @@ export interface PushIngestOptions {
   token: string;
   /** Volumes held for the pipeline before the server stops reading (default 4). */
   maxQueue?: number;
-  /** Largest accepted message, bytes (default 256 MiB). */
+  /** Largest accepted message, bytes (default 256 MiB): the WebSocket maxPayload of /ingest. */
   maxMessageBytes?: number;
+  /** Largest volume, bytes as float32 (default `maxVolumeBytes()`, 1 GiB). */
+  maxVolumeBytes?: number;
   /** Route path (default /ingest). */
   path?: string;
 }
@@ -401,7 +412,7 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     }
     let decoded: ReturnType<typeof decodePushMessage>;
     try {
-      decoded = decodePushMessage(message);
+      decoded = decodePushMessage(message, opts.maxVolumeBytes);
     } catch (err) {
       if (!isMindeyeError(err)) throw err;
       onUndecodable(socket, message, err, remote);

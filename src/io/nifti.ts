@@ -10,11 +10,13 @@
  * volume is available after its bytes are decompressed, without reading the rest of the run.
  * Gzip is detected by its magic bytes (1f 8b), not by the file name.
  */
-import { createReadStream, readFileSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs';
-import { createGunzip, gunzipSync, gzipSync } from 'node:zlib';
+import { createReadStream, readFileSync, writeFileSync, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+import { constants, createGunzip, gunzipSync, gzipSync } from 'node:zlib';
 import * as niftiReader from 'nifti-reader-js';
 import { MindeyeError } from '../errors.ts';
 import type { Shape3 } from '../events.ts';
+import { checkVolumeSize } from './limits.ts';
 
 export interface NiftiHeader {
   /** Spatial shape (x, y, z); missing dimensions are 1. */
@@ -77,9 +79,31 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string): NiftiHeader {
       file, field: 'dim[0]', value: ndim, expected: '1 to 7', fix: 'rewrite the file with a NIfTI converter (nibabel, dcm2niix)',
     });
   }
-  const dim = (i: number) => (i <= ndim && dims[i] > 0 ? dims[i] : 1);
+  for (let i = 1; i <= ndim; i++) {
+    if (!(Number.isInteger(dims[i]) && dims[i] >= 1)) {
+      throw new MindeyeError('NIFTI_HEADER_INVALID', 'A NIfTI dimension is zero or negative.', {
+        file, field: `dim[${i}]`, value: dims[i], expected: `an integer >= 1 for every dim[1..${ndim}] (dim[0] = ${ndim})`,
+        fix: 'the header is damaged or the image is empty: export or convert it again',
+      });
+    }
+  }
+  // dim[5..7] hold vector or tensor components per voxel (NIfTI-1 intent codes); an fMRI run
+  // has one value per voxel and time point, so those dimensions must be 1.
+  for (let i = 5; i <= ndim; i++) {
+    if (dims[i] !== 1) {
+      throw new MindeyeError('NIFTI_HEADER_INVALID', 'The NIfTI image has more than 4 dimensions.', {
+        file, field: `dim[${i}]`, value: `${dims[i]} (dim = [${dims.slice(0, ndim + 1).join(', ')}])`,
+        expected: '1: a 3D volume or a 4D run of volumes',
+        fix: 'split the components into separate 3D or 4D files (for example with nibabel or fslsplit)',
+      });
+    }
+  }
+  const dim = (i: number) => (i <= ndim ? dims[i] : 1);
   const shape: Shape3 = [dim(1), dim(2), dim(3)];
-  const volumes = dim(4) * dim(5) * dim(6) * dim(7);
+  const volumes = dim(4);
+  checkVolumeSize({
+    code: 'NIFTI_HEADER_INVALID', file, field: 'dim[1..3]', voxels: shape[0] * shape[1] * shape[2], dimensions: shape.join(' x '),
+  });
   if (!(h.datatypeCode in DTYPE_BYTES)) {
     throw new MindeyeError('NIFTI_DTYPE_UNSUPPORTED', 'Unsupported NIfTI data type.', {
       file, field: 'datatype', value: h.datatypeCode,
@@ -166,9 +190,20 @@ function headerBytesNeeded(first: Uint8Array): number {
 export function readNifti(file: string): NiftiImage {
   let bytes: Uint8Array = readFileSync(file);
   if (isGzip(bytes)) {
+    // The header is read first, so that decompression stops at the size it states and a
+    // stream that inflates far beyond it (a "zip bomb") cannot take memory.
+    const claimed = parseNiftiHeader(gunzipHead(bytes, file), file);
+    const claimedBytes = claimed.voxOffset + claimed.shape[0] * claimed.shape[1] * claimed.shape[2] * claimed.volumes * bytesPerVoxel(claimed);
     try {
-      bytes = gunzipSync(bytes);
+      bytes = gunzipSync(bytes, { maxOutputLength: Math.min(bufferConstants.MAX_LENGTH, claimedBytes + GZIP_TRAILING_SLACK_BYTES) });
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw new MindeyeError('NIFTI_HEADER_INVALID', 'The compressed NIfTI file holds more data than its header states.', {
+          file, field: 'gzip stream', value: `more than ${claimedBytes + GZIP_TRAILING_SLACK_BYTES} bytes decompressed`,
+          expected: `${claimedBytes} bytes (vox_offset + voxels x bytes per voxel)`,
+          fix: 'the header does not describe the data: convert the image again',
+        });
+      }
       throw truncatedError(file, 0, (err as Error).message);
     }
   }
@@ -183,6 +218,19 @@ export function readNifti(file: string): NiftiImage {
   }
   const data = decodeVoxels(header, bytes.subarray(header.voxOffset, need));
   return { header, data };
+}
+
+/** Extra decompressed bytes accepted after the voxels a header states (padding some writers add). */
+const GZIP_TRAILING_SLACK_BYTES = 1024 * 1024;
+
+/** Decompresses the start of a gzip stream, enough for a NIfTI-1 or NIfTI-2 header. */
+function gunzipHead(bytes: Uint8Array, file: string): Uint8Array {
+  try {
+    // A partial gzip member is enough for the header; finishFlush avoids an "unexpected end" error.
+    return gunzipSync(bytes.subarray(0, Math.min(bytes.byteLength, 4096)), { finishFlush: constants.Z_SYNC_FLUSH });
+  } catch (err) {
+    throw truncatedError(file, 0, (err as Error).message);
+  }
 }
 
 /** Reads only the header, decompressing no more than needed. */
@@ -207,6 +255,21 @@ function truncatedError(file: string, volumesComplete: number, cause: string): M
     file, field: 'gzip stream', value: `${cause}; ${volumesComplete} complete volumes read`,
     expected: 'a complete gzip stream holding every volume the header lists',
     fix: 'the file is truncated (an interrupted copy or download): copy it again; the complete volumes before the break were processed',
+  });
+}
+
+/**
+ * Throws when an uncompressed file is too short for even one volume, so that a header claiming
+ * more than the file holds costs no allocation. A gzip file's size is known only after
+ * decompression; its volumes are checked against the cap alone.
+ */
+function checkFileHoldsOneVolume(file: string, header: NiftiHeader, volumeBytes: number): void {
+  const size = statSync(file).size;
+  if (size >= header.voxOffset + volumeBytes) return;
+  throw new MindeyeError('NIFTI_TRUNCATED', 'The NIfTI file is shorter than one volume of its header.', {
+    file, field: 'dim[1..3] and datatype', value: `${size} bytes in the file`,
+    expected: `at least ${header.voxOffset + volumeBytes} bytes (vox_offset + ${header.shape.join(' x ')} voxels x ${bytesPerVoxel(header)} bytes)`,
+    fix: 'the file is truncated or its header is wrong: copy or convert it again',
   });
 }
 
@@ -265,7 +328,8 @@ export async function* streamNiftiVolumes(
       },
     }),
   };
-  if (isGzip(firstChunk)) {
+  const compressed = isGzip(firstChunk);
+  if (compressed) {
     const gunzip = createGunzip();
     (async () => {
       try {
@@ -307,6 +371,7 @@ export async function* streamNiftiVolumes(
         onHeader?.(header);
         data = take(pendingBytes).subarray(header.voxOffset);
         volumeBytes = header.shape[0] * header.shape[1] * header.shape[2] * bytesPerVoxel(header);
+        if (!compressed) checkFileHoldsOneVolume(file, header, volumeBytes);
         volumeBuffer = Buffer.allocUnsafe(volumeBytes);
       }
       let offset = 0;

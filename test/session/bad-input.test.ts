@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +12,12 @@ import { readBidsEvents } from '../../src/io/tsv.ts';
 import { writeLinearModel } from '../../src/fit/onnx-linear.ts';
 import type { PipelineWarning } from '../../src/events.ts';
 import { HAXBY_MASK, haxbyRun, ROOT } from '../helpers/data.ts';
+import { pythonSkipReason, runPython } from '../helpers/python.ts';
+import { isMindeyeError } from '../../src/errors.ts';
+import { streamNiftiVolumes } from '../../src/io/nifti.ts';
+import { decodeScannerFile } from '../../src/ingest/dicom/index.ts';
+import { loadManifest } from '../../src/decode/manifest.ts';
+import { CASES, CORPUS, type CorpusCase } from './bad-input-corpus.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'bad-input-'));
 const processing = { ...DEFAULT_PROCESSING, maskFile: HAXBY_MASK };
@@ -113,4 +119,174 @@ test('nifti header with an unknown magic is rejected', () => {
   const notNifti = join(dir, 'not_nifti.nii');
   copyFileSync(haxbyRun(1).events, notNifti);
   assert.throws(() => readNifti(notNifti), /Not a NIfTI-1 or NIfTI-2 file[\s\S]*not_nifti\.nii[\s\S]*field: magic/);
+});
+
+// ---- The bad-input corpus (test/fixtures/bad-input/README.md) ----
+
+const nibabelSkip = pythonSkipReason(['nibabel', 'numpy']);
+
+/** Voxels of every readable NIfTI case as nibabel reads them (get_fdata: scaling applied), NaN as null. */
+function nibabelValues(files: string[]): Record<string, (number | null)[]> {
+  const script = [
+    'import json, sys, numpy as np, nibabel as nib',
+    'out = {}',
+    'for f in sys.argv[1:]:',
+    '    d = np.asarray(nib.load(f).get_fdata(), np.float64).ravel(order="F")',
+    '    out[f] = [None if np.isnan(x) else float(x) for x in d]',
+    'print(json.dumps(out))',
+  ].join('\n');
+  return JSON.parse(runPython(['-c', script, ...files])) as Record<string, (number | null)[]>;
+}
+
+/** Runs the reader of a case on its file; returns a one-line description of what was read. */
+async function readCase(c: CorpusCase): Promise<string> {
+  const path = join(CORPUS, c.file);
+  switch (c.reader) {
+    case 'nifti': {
+      const image = readNifti(path);
+      let streamed = 0;
+      for await (const volume of streamNiftiVolumes(path)) {
+        assert.deepEqual(volume.data, image.data.subarray(volume.index * volume.data.length, (volume.index + 1) * volume.data.length), `${c.file}: streamed volume ${volume.index} equals readNifti`);
+        streamed++;
+      }
+      assert.equal(streamed, image.header.volumes, `${c.file}: every volume streamed`);
+      return `read ${image.header.shape.join('x')}x${image.header.volumes}`;
+    }
+    case 'dicom': {
+      const volumes = decodeScannerFile(readFileSync(path), path, { format: 'auto' });
+      return `read ${volumes.length} volume(s)`;
+    }
+    case 'events': {
+      const trials = readBidsEvents(path);
+      assert.deepEqual(trials.map((t) => [t.onsetSec, t.durationSec, t.stimulusId]), [[4, 0, 'house'], [10, 2, 'face']], 'BOM and CR stripped, n/a rows handled');
+      return `read ${trials.length} trials`;
+    }
+    case 'model':
+      loadManifest(path);
+      return 'loaded';
+  }
+}
+
+for (const c of CASES) {
+  test(`corpus: ${c.name}`, async (t) => {
+    if (c.rejected === undefined) {
+      const outcome = await readCase(c);
+      t.diagnostic(`${c.file}: ${outcome}`);
+      return;
+    }
+    const rejected = c.rejected;
+    await assert.rejects(readCase(c), (err: unknown) => {
+      assert.ok(isMindeyeError(err), `${c.file}: a MindeyeError, got ${String(err)}`);
+      assert.equal(err.code, rejected.code);
+      assert.equal(err.details.field, rejected.field);
+      assert.ok(err.details.fix !== undefined && err.details.fix.length > 0, 'the error says what to do');
+      assert.match(err.message, new RegExp(c.file.replace(/[.]/g, '\\.')), 'the error names the file');
+      for (const pattern of rejected.patterns) assert.match(err.message, pattern);
+      t.diagnostic(`${c.file}: ${err.code} field=${err.details.field} value=${String(err.details.value)}`);
+      return true;
+    });
+  });
+}
+
+test('corpus NIfTI values match nibabel', { skip: nibabelSkip }, () => {
+  const readable = CASES.filter((c) => c.reader === 'nifti' && c.rejected === undefined).map((c) => join(CORPUS, c.file));
+  const reference = nibabelValues(readable);
+  for (const file of readable) {
+    const ours = readNifti(file).data;
+    const theirs = reference[file];
+    assert.equal(ours.length, theirs.length, `${file}: voxel count`);
+    for (let i = 0; i < ours.length; i++) {
+      const expected = theirs[i];
+      if (expected === null) assert.ok(Number.isNaN(ours[i]), `${file}: voxel ${i} is NaN in nibabel`);
+      else assert.ok(Math.abs(ours[i] - expected) <= 1e-6 * Math.max(1, Math.abs(expected)), `${file}: voxel ${i} is ${ours[i]}, nibabel ${expected}`);
+    }
+  }
+});
+
+test('corpus scaling follows the NIfTI rules', () => {
+  const good = readNifti(join(CORPUS, 'good-volume.nii')).data;
+  const slopeZero = readNifti(join(CORPUS, 'scl-slope-zero.nii'));
+  assert.equal(slopeZero.header.sclSlope, 1, 'scl_slope 0 reads as no scaling');
+  assert.equal(slopeZero.header.sclInter, 0, 'scl_inter is ignored with scl_slope 0');
+  assert.deepEqual(slopeZero.data, good);
+  const scaled = readNifti(join(CORPUS, 'scl-slope-inter.nii')).data;
+  assert.ok(good.some((x) => x !== 0), 'the reference volume has signal');
+  for (let i = 0; i < good.length; i++) assert.equal(scaled[i], good[i] * 0.5 + 100, `voxel ${i}`);
+});
+
+test('size cap is configurable through the environment', () => {
+  const previous = process.env.MINDEYE_MAX_VOLUME_BYTES;
+  process.env.MINDEYE_MAX_VOLUME_BYTES = '1000';
+  try {
+    // 40 x 20 x 1 voxels are 3200 bytes as float32, over a 1000-byte cap.
+    assert.throws(() => readNifti(join(CORPUS, 'good-volume.nii')), /40 x 20 x 1 = 800 voxels \(3\.1 KiB as float32\)[\s\S]*at most 1000 bytes/);
+    process.env.MINDEYE_MAX_VOLUME_BYTES = 'lots';
+    assert.throws(() => readNifti(join(CORPUS, 'good-volume.nii')), /Invalid volume size limit[\s\S]*MINDEYE_MAX_VOLUME_BYTES[\s\S]*"lots"/);
+  } finally {
+    if (previous === undefined) delete process.env.MINDEYE_MAX_VOLUME_BYTES;
+    else process.env.MINDEYE_MAX_VOLUME_BYTES = previous;
+  }
+});
+
+test('watch skips the broken corpus files and keeps order', () => {
+  // A scanner export folder of per-volume files: Haxby run 1 volumes, with corpus files in
+  // place of some. Each broken file is reported and skipped, the readable ones are processed,
+  // and the run goes on in index order.
+  const root = mkdtempSync(join(tmpdir(), 'bad-input-watch-'));
+  const exportDir = join(root, 'export');
+  mkdirSync(exportDir);
+  const run = readNifti(haxbyRun(1).bold);
+  const voxels = 40 * 20;
+  const replaced: Record<number, string> = {
+    1: 'wrong-magic.nii', 3: 'huge-claim.nii', 4: 'big-endian.nii', 5: 'nifti2.nii', 6: 'five-d.nii', 7: 'zero-dim.nii',
+    8: 'nan-voxels.nii', 9: 'scl-slope-inter.nii', 10: 'truncated.nii.gz',
+  };
+  const volumeCount = 12;
+  for (let t = 0; t < volumeCount; t++) {
+    const name = join(exportDir, `vol_${String(t).padStart(4, '0')}.nii`);
+    const corpusFile = replaced[t];
+    if (corpusFile !== undefined) {
+      copyFileSync(join(CORPUS, corpusFile), corpusFile.endsWith('.gz') ? `${name}.gz` : name);
+      continue;
+    }
+    writeFileSync(name, encodeNifti(run.data.subarray(t * voxels, (t + 1) * voxels), {
+      shape: [40, 20, 1], voxelSizeMm: run.header.voxelSizeMm, trSec: 2.5, affine: run.header.affine, datatype: 'int16',
+    }));
+  }
+  const events = join(root, 'events.tsv');
+  writeFileSync(events, 'onset\tduration\ttrial_type\n5\t5\tface\n');
+  const report = join(root, 'report.json');
+  const record = join(root, 'record');
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/mindeye-rt.js'), 'watch', '--dir', exportDir, '--format', 'nifti', '--include-existing',
+    '--expected-volumes', String(volumeCount), '--tr', '2.5', '--mask', HAXBY_MASK, '--events', events, '--motion', 'off',
+    '--gap-timeout-ms', '300', '--corrupt-timeout-ms', '300', '--no-dashboard', '--report', report, '--record-to', record],
+  { encoding: 'utf8', timeout: 60_000, env: { ...process.env, MINDEYE_LOG_LEVEL: 'error' } });
+  assert.equal(r.status, 0, r.stderr);
+
+  const summary = JSON.parse(readFileSync(report, 'utf8')).summary;
+  const processed = [0, 2, 4, 5, 8, 9, 11];
+  assert.equal(summary.volumesProcessed, processed.length);
+  assert.equal(summary.volumesDropped, volumeCount - processed.length);
+  const recorded = readFileSync(join(record, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const masked = recorded.filter((e) => e.type === 'masked-volume');
+  assert.deepEqual(masked.map((e) => e.volIdx), processed, 'readable volumes processed in index order');
+  const nanVolume = masked.find((e) => e.volIdx === 8) as { flags: string[] };
+  assert.ok(nanVolume.flags.includes('nan'), 'the NaN volume is flagged');
+  const gaps = recorded.filter((e) => e.type === 'gap').map((e) => e.volIdx);
+  assert.deepEqual(gaps, [1, 3, 6, 7, 10], 'every skipped file leaves a gap at its index');
+
+  const warnings = recorded.filter((e) => e.type === 'warning') as { kind: string; volIdx?: number; message: string }[];
+  const expectWarning = (file: string, kind: string, pattern: RegExp) => {
+    const warning = warnings.find((w) => w.message.includes(file) && w.kind === kind);
+    assert.ok(warning !== undefined, `a ${kind} warning names ${file}: ${JSON.stringify(warnings.map((w) => w.message))}`);
+    assert.match(warning.message, pattern);
+    process.stdout.write(`# watch ${file}: ${kind}: ${warning.message.split('\n')[0].slice(0, 160)}\n`);
+  };
+  expectWarning('vol_0001.nii', 'invalid', /field: magic/);
+  expectWarning('vol_0003.nii', 'invalid', /larger than the size limit/);
+  expectWarning('vol_0006.nii', 'invalid', /more than 4 dimensions/);
+  expectWarning('vol_0007.nii', 'invalid', /dim\[1\]/);
+  expectWarning('vol_0010.nii.gz', 'corrupt', /incomplete after 300 ms/);
+  const nanWarning = warnings.find((w) => w.volIdx === 8);
+  assert.ok(nanWarning !== undefined && /non-finite voxels set to 0/.test(nanWarning.message), 'the NaN volume gets a warning that says what was done');
 });

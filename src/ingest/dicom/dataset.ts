@@ -8,6 +8,7 @@
 import dicomParser from 'dicom-parser';
 import type { DataSet, Element } from 'dicom-parser';
 import { MindeyeError } from '../../errors.ts';
+import { checkVolumeSize } from '../../io/limits.ts';
 
 export type { DataSet, Element };
 
@@ -226,6 +227,9 @@ export function readPixels(ds: DataSet, file: string, format: PixelFormat, frame
   }
 
   const count = format.rows * format.columns * frames;
+  checkVolumeSize({
+    code: 'DICOM_INVALID', file, field: 'Rows x Columns x NumberOfFrames', voxels: count, dimensions: `${format.rows} x ${format.columns} x ${frames}`,
+  });
   const bytesPerPixel = format.bitsAllocated / 8;
   if (el.length < count * bytesPerPixel) {
     throw new MindeyeError('DICOM_INVALID', 'Pixel Data is shorter than Rows x Columns x frames.', {
