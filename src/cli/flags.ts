@@ -7,6 +7,7 @@ import { MindeyeError } from '../errors.ts';
 import { parseSpeed, type Speed } from '../ingest/source.ts';
 import type { Device } from '../decode/ort.ts';
 import { DEFAULT_PROCESSING, type ProcessingOptions } from '../session/options.ts';
+import { EVAL_FLAGS, EVAL_HELP, evalFromFlags, type EvalOptions } from '../eval/options.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -53,6 +54,7 @@ export const SESSION_FLAGS: Options = {
   report: { type: 'string' },
   'record-to': { type: 'string' },
   'top-k': { type: 'string', default: '5' },
+  ...EVAL_FLAGS,
 };
 
 export const SESSION_HELP = `Model, output and dashboard:
@@ -65,7 +67,9 @@ export const SESSION_HELP = `Model, output and dashboard:
   --no-dashboard           run headless (exits when the run ends)
   --host H                 dashboard address (default 127.0.0.1)
   --port P                 dashboard port (default 8080; 0 picks a free port)
-  --token T                session token for control and input (default: random)`;
+  --token T                session token for control and input (default: random)
+
+${EVAL_HELP}`;
 
 export function parseFlags(argv: string[], options: Options, command: string) {
   try {
@@ -125,6 +129,7 @@ export interface SessionFlags {
   reportFile?: string;
   recordTo?: string;
   topK: number;
+  evaluation: EvalOptions;
 }
 
 export function sessionFromFlags(v: Record<string, unknown>): SessionFlags {
@@ -145,5 +150,6 @@ export function sessionFromFlags(v: Record<string, unknown>): SessionFlags {
     reportFile: v.report as string | undefined,
     recordTo: v['record-to'] as string | undefined,
     topK: num(v['top-k'] ?? 5, '--top-k', (x) => Number.isInteger(x) && x > 0, 'a positive integer'),
+    evaluation: evalFromFlags(v),
   };
 }

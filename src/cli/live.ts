@@ -25,7 +25,9 @@ import { MotionCorrector, assertSameGrid, motionCorrectorFromNifti } from '../pr
 import { loadMask } from '../preprocess/mask.ts';
 import { readNiftiHeader } from '../io/nifti.ts';
 import { modelMakesFrames, renderStage } from '../render/stage.ts';
-import { pixCorr, ssim } from '../render/metrics.ts';
+import { evaluateRun, writeAnytimeSvg } from '../eval/run-eval.ts';
+import { anytimeMarkdown, type AnytimePoint } from '../eval/anytime.ts';
+import type { EvalOptions } from '../eval/options.ts';
 import type { SessionFlags } from './flags.ts';
 
 export interface LiveSessionOptions {
@@ -55,6 +57,14 @@ export function formatSummary(report: RunReport): string {
   }
   if (typeof s.pixCorrLowLevelMean === 'number') lines.push(`low-level PixCorr ${(s.pixCorrLowLevelMean as number).toFixed(3)}, SSIM ${(s.ssimLowLevelMean as number).toFixed(3)}`);
   if (typeof s.pixCorrMean === 'number') lines.push(`final image PixCorr ${(s.pixCorrMean as number).toFixed(3)}, SSIM ${(s.ssimMean as number).toFixed(3)}`);
+  const brainTop1 = s.brainRetrievalTop1;
+  if (typeof brainTop1 === 'number') lines.push(`brain retrieval top-1: ${(brainTop1 * 100).toFixed(1)}% (${s.brainRetrievalCandidates} candidates)`);
+  for (const [name, m] of Object.entries((s.featureMetrics ?? {}) as Record<string, { metric: string; value: number; images: number }>)) {
+    lines.push(`${name}: ${m.metric === 'two-way' ? `2-way ${(m.value * 100).toFixed(1)}%` : `correlation distance ${m.value.toFixed(3)}`} (${m.images} images)`);
+  }
+  for (const warning of ((s.evaluation as { warnings?: string[] } | undefined)?.warnings ?? [])) lines.push(`warning: ${warning}`);
+  const anytime = s.anytime as AnytimePoint[] | undefined;
+  if (anytime && anytime.length > 0) lines.push('anytime decoding (estimate after k volumes since onset):', anytimeMarkdown(anytime, s.retrievalCandidates as number | undefined));
   const lat = s.latencyMs as Record<string, { p50: number; p95: number }>;
   for (const stage of ['preprocess', 'decode', 'volumeToDecode', 'betaToFirstFrame', 'betaToFirstPreview', 'betaToFinalFrame']) {
     if (lat[stage]) lines.push(`latency ${stage}: p50 ${lat[stage].p50.toFixed(1)} ms, p95 ${lat[stage].p95.toFixed(1)} ms`);
@@ -78,38 +88,17 @@ export function registrarFactory(processing: ProcessingOptions): SessionConfig['
   };
 }
 
-/** Adds PixCorr and SSIM of the low-level and final frames against the ground-truth stimuli. */
-export async function addImageMetrics(collector: ReportCollector, stimuli: LazyImgBrick | undefined): Promise<void> {
-  if (!stimuli) return;
-  try {
-    await addImageMetricsOrThrow(collector, stimuli);
-  } catch (err) {
-    // Ground truth is optional: a broken stimulus file costs the image metrics, not the report.
-    logger.warn({ err: (err as Error).message, file: stimuli.path }, 'image metrics skipped: the stimulus images could not be read');
-    collector.problems.push(`image metrics skipped: ${(err as Error).message.split('\n')[0]} (${stimuli.path})`);
-  }
-}
-
-async function addImageMetricsOrThrow(collector: ReportCollector, stimuli: LazyImgBrick): Promise<void> {
-  for (const [trialId, decoded] of collector.finalDecoded) {
-    const frames = collector.framesOf(trialId).filter((f) => !f.provisional);
-    const low = frames.find((f) => f.kind === 'low-level');
-    const final = [...frames].reverse().find((f) => f.kind === 'final');
-    if (!low && !final) continue;
-    const truth = await stimuli.image(decoded.stimulusId);
-    if (!truth) continue;
-    const gt = { data: truth.rgb, width: truth.width, height: truth.height };
-    const metrics: Record<string, number> = {};
-    if (low) {
-      metrics.pixCorrLowLevel = await pixCorr(low.image, gt);
-      metrics.ssimLowLevel = await ssim(low.image, gt);
-    }
-    if (final) {
-      metrics.pixCorr = await pixCorr(final.image, gt);
-      metrics.ssim = await ssim(final.image, gt);
-    }
-    collector.extraTrialMetrics.set(trialId, metrics);
-  }
+/**
+ * Evaluates the run for its report once the pipeline ended (src/eval/run-eval.ts): PixCorr and
+ * SSIM against the ground-truth stimuli, retrieval among N, the anytime curve's low-level
+ * PixCorr and feature metrics. Without stimuli only brain retrieval is computed.
+ */
+export async function addImageMetrics(
+  collector: ReportCollector,
+  stimuli: LazyImgBrick | undefined,
+  extra: { model?: LoadedModel; options?: EvalOptions } = {},
+): Promise<void> {
+  await evaluateRun({ collector, stimuli, model: extra.model, options: extra.options });
 }
 
 /** Returns the render stage when the model makes frames (lowLevel and vaeDecoder heads), else none. */
@@ -184,7 +173,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
         signal: abort.signal,
         createRegistrar: registrarFactory(opts.processing),
         render: renderStageFor(session.device),
-        finishReport: (collector) => addImageMetrics(collector, stimuli),
+        finishReport: (collector, loaded) => addImageMetrics(collector, stimuli, { model: loaded, options: session.evaluation }),
         trials$,
         onEvent: (e) => {
           if (e.type === 'run-info') {
@@ -202,6 +191,8 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
       lastResult = result;
       process.stdout.write(formatSummary(result.report) + '\n');
       if (session.reportFile) process.stdout.write(`report written to ${session.reportFile}\n`);
+      const svg = session.reportFile ? writeAnytimeSvg(result.report, session.reportFile) : undefined;
+      if (svg) process.stdout.write(`anytime curve written to ${svg}\n`);
       await result.model?.close();
       return result;
     } catch (err) {

@@ -2,6 +2,8 @@
  * The run report (`--report FILE.json`): per-trial results and latencies, and a summary with
  * counts, retrieval metrics, latency percentiles per stage, throughput and peak memory.
  * A metric that cannot be computed (no ground truth, no such head) is omitted, never null.
+ * Retrieval, image and feature metrics cover test trials only (`testImage` not false); their
+ * definitions are in docs/evaluation.md.
  *
  * Latency definitions (ms, monotonic clock):
  * - preprocess: volume received -> masked volume and GLM update done
@@ -13,6 +15,11 @@
  */
 import type { Decoded, Frame, PipelineEvent, RunInfo, StageTiming, TrialSpec } from '../events.ts';
 import { brainRetrieval } from '../decode/retrieval.ts';
+import { logger } from '../log.ts';
+import { anytimeCurve } from '../eval/anytime.ts';
+import { meanTopOne, type AmongNSettings } from '../eval/sampling.ts';
+import type { FeatureMetricResult } from '../eval/features.ts';
+import { DEFAULT_EVAL_DRAWS } from '../eval/options.ts';
 
 export interface TrialReport {
   trialId: number;
@@ -55,6 +62,32 @@ function mean(values: number[]): number | undefined {
   return values.length === 0 ? undefined : values.reduce((a, b) => a + b, 0) / values.length;
 }
 
+/** Candidate count used by one retrieval evaluation, and whether the request was clamped. */
+export interface CandidateUse {
+  candidates: number;
+  available: number;
+  requested?: number;
+  clamped: boolean;
+}
+
+/** Run-end evaluation results and settings (src/eval/run-eval.ts fills them in). */
+export interface RunEvaluation {
+  /** Top-1 among N: N (undefined: all available), draws per trial and seed. */
+  settings: { candidates?: number; draws: number; seed: number };
+  brainRetrieval?: { top1: number; trials: number } & CandidateUse;
+  /** PixCorr of each decode's low-level image with the stimulus, by decodeKey (src/eval/anytime.ts). */
+  lowLevelPixCorr: Map<string, number>;
+  featureMetrics: Record<string, FeatureMetricResult>;
+  warnings: string[];
+}
+
+/** Returns the candidate count to use: the request, or everything available when none or too many. */
+export function useCandidates(requested: number | undefined, available: number): CandidateUse {
+  const use: CandidateUse = { candidates: Math.min(requested ?? available, available), available, clamped: requested !== undefined && requested > available };
+  if (requested !== undefined) use.requested = requested;
+  return use;
+}
+
 /** Collects pipeline events into the report. Feed it every event of the run, in order. */
 export class ReportCollector {
   info?: RunInfo;
@@ -78,6 +111,10 @@ export class ReportCollector {
   readonly problems: string[] = [];
   /** Summary fields computed by other stages (brain retrieval needs the image bank). */
   readonly extraSummary: Record<string, unknown> = {};
+  /** Evaluation settings and results; its fields take precedence over extraSummary's. */
+  readonly evaluation: RunEvaluation = {
+    settings: { draws: DEFAULT_EVAL_DRAWS, seed: 0 }, lowLevelPixCorr: new Map(), featureMetrics: {}, warnings: [],
+  };
 
   onEvent(e: PipelineEvent): void {
     switch (e.type) {
@@ -190,18 +227,28 @@ export class ReportCollector {
       volumesFlagged: this.flaggedVolumes,
       trialsDecoded: this.finalDecoded.size,
     };
+    const isTest = (trialId: number) => specs.find((t) => t.trialId === trialId)?.testImage !== false;
     const ranked = [...this.finalDecoded.values()].filter((d) => d.trueRank !== undefined && d.candidateCount !== undefined);
-    const evaluated = ranked.filter((d) => specs[d.trialId]?.testImage !== false);
+    const evaluated = ranked.filter((d) => isTest(d.trialId));
+    const evalSettings = this.evaluation.settings;
+    let imageRetrieval: AmongNSettings | undefined;
+    const evaluationSummary: Record<string, unknown> = { seed: evalSettings.seed, draws: evalSettings.draws };
     if (evaluated.length > 0) {
+      const pool = Math.max(...evaluated.map((d) => d.candidateCount!));
+      const use = useCandidates(evalSettings.candidates, pool);
+      imageRetrieval = { candidates: use.candidates, draws: evalSettings.draws, seed: evalSettings.seed };
+      summary.retrievalCandidates = use.candidates;
+      summary.retrievalTop1 = meanTopOne(evaluated.map((d) => ({ key: d.trialId, pool: d.candidateCount!, better: d.trueRank! - 1 })), imageRetrieval);
+      summary.retrievalChance = 1 / use.candidates;
+      // 2-way compares the true candidate with each other one in turn, so it uses every candidate.
       const n = evaluated[0].candidateCount!;
-      summary.retrievalCandidates = n;
-      summary.retrievalTop1 = mean(evaluated.map((d) => (d.trueRank === 1 ? 1 : 0)));
-      summary.retrievalChance = 1 / n;
       if (n > 1) summary.twoWayAccuracy = mean(evaluated.map((d) => (n - d.trueRank!) / (n - 1)));
       summary.retrievalTrials = evaluated.length;
+      evaluationSummary.imageRetrieval = use;
+      if (use.clamped) this.warnEvaluation(`--eval-candidates ${use.requested} exceeds the ${pool} retrieval candidates; image retrieval top-1 is among ${pool}`);
     }
     const metricMean = (key: keyof NonNullable<TrialReport['final']>, name: string) => {
-      const values = trials.map((t) => t.final?.[key]).filter((v): v is number => typeof v === 'number');
+      const values = trials.filter((t) => isTest(t.trialId)).map((t) => t.final?.[key]).filter((v): v is number => typeof v === 'number');
       const m = mean(values);
       if (m !== undefined) summary[name] = m;
     };
@@ -210,6 +257,16 @@ export class ReportCollector {
     metricMean('pixCorr', 'pixCorrMean');
     metricMean('ssim', 'ssimMean');
     Object.assign(summary, this.extraSummary);
+    const brain = this.evaluation.brainRetrieval;
+    if (brain) {
+      summary.brainRetrievalTop1 = brain.top1;
+      summary.brainRetrievalCandidates = brain.candidates;
+      const { top1: _top1, trials: _trials, ...use } = brain;
+      evaluationSummary.brainRetrieval = use;
+    }
+    if (Object.keys(this.evaluation.featureMetrics).length > 0) summary.featureMetrics = { ...this.evaluation.featureMetrics };
+    if (this.evaluation.warnings.length > 0) evaluationSummary.warnings = [...this.evaluation.warnings];
+    if (evaluated.length > 0 || brain) summary.evaluation = evaluationSummary;
     if (this.problems.length > 0) summary.problems = [...this.problems];
     summary.skipped = { ...this.skipped };
 
@@ -220,7 +277,12 @@ export class ReportCollector {
     }
     summary.latencyMs = latencyMs;
 
-    const anytime = this.anytimeCurve(specs);
+    const anytime = anytimeCurve({
+      decodes: this.decodedAll,
+      include: (trialId) => this.finalDecoded.has(trialId) && isTest(trialId),
+      retrieval: imageRetrieval,
+      pixCorrLowLevel: this.evaluation.lowLevelPixCorr,
+    });
     if (anytime.length > 0) summary.anytime = anytime;
 
     const trSec = info?.trSec ?? 0;
@@ -239,17 +301,11 @@ export class ReportCollector {
     };
   }
 
-  private anytimeCurve(specs: TrialSpec[]) {
-    const byVolumes = new Map<number, number[]>();
-    for (const d of this.decodedAll) {
-      if (d.trueRank === undefined || specs[d.trialId]?.testImage === false) continue;
-      const list = byVolumes.get(d.volumesSinceOnset) ?? [];
-      list.push(d.trueRank === 1 ? 1 : 0);
-      byVolumes.set(d.volumesSinceOnset, list);
-    }
-    return [...byVolumes.entries()].sort((a, b) => a[0] - b[0]).map(([volumesSinceOnset, hits]) => ({
-      volumesSinceOnset, retrievalTop1: mean(hits)!, trials: hits.length,
-    }));
+  /** Records an evaluation warning once (report and log). */
+  warnEvaluation(message: string): void {
+    if (this.evaluation.warnings.includes(message)) return;
+    this.evaluation.warnings.push(message);
+    logger.warn({ message }, 'evaluation setting adjusted');
   }
 }
 
