@@ -148,15 +148,17 @@ async function addImageMetrics(collector: ReportCollector, truths: TruthCache): 
     const truth = await truths.get(decoded.stimulusId);
     if (!truth) continue;
     const metrics: Record<string, number> = {};
+    // PixCorr is undefined (NaN) for a one-color image; such a value is left out, never null.
+    const put = (key: string, value: number) => { if (Number.isFinite(value)) metrics[key] = value; };
     if (low) {
       const pixels = await toMetricRgb(low.image);
-      metrics.pixCorrLowLevel = pixCorrOf(pixels, truth.metric);
-      metrics.ssimLowLevel = ssimOf(pixels, truth.metric);
+      put('pixCorrLowLevel', pixCorrOf(pixels, truth.metric));
+      put('ssimLowLevel', ssimOf(pixels, truth.metric));
     }
     if (final) {
       const pixels = await toMetricRgb(final.image);
-      metrics.pixCorr = pixCorrOf(pixels, truth.metric);
-      metrics.ssim = ssimOf(pixels, truth.metric);
+      put('pixCorr', pixCorrOf(pixels, truth.metric));
+      put('ssim', ssimOf(pixels, truth.metric));
     }
     collector.extraTrialMetrics.set(trialId, metrics);
   }
