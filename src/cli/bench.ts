@@ -1,122 +1,210 @@
 /**
- * `mindeye-rt bench`: latency and throughput on this machine, written as JSON and printed.
- * Performance lives here, never in timed tests.
+ * `mindeye-rt bench`: latency and throughput on this machine, written under --out as JSON
+ * (bench.json), Markdown (bench.md) and SVG plots. Performance lives here, never in timed tests.
  */
-import { cpus } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { MindeyeError } from '../errors.ts';
-import { DEMO_MODEL_DIR, REPO_ROOT, demoSimulation, simulatedRunIsCurrent } from '../demo/prepare.ts';
-import { nsdSource } from '../ingest/nsd.ts';
-import { DEFAULT_PROCESSING } from '../session/options.ts';
-import { runSession } from '../session/run.ts';
-import { addImageMetrics, registrarFactory, renderStageFor } from './live.ts';
-import { LazyImgBrick } from '../ingest/stimuli.ts';
+import { DEMO_MODEL_DIR } from '../demo/prepare.ts';
 import { parseFlags } from './flags.ts';
 import type { Speed } from '../ingest/source.ts';
 import type { RunReport } from '../session/report.ts';
+import { DEFAULT_PROCESSING } from '../session/options.ts';
+import { allDurations, budgetRows, endToEndRows, img2imgCompleteness, stageRows, trialTimeline } from '../bench/analysis.ts';
+import { describeMachine } from '../bench/machine.ts';
+import type { PeerResult } from '../bench/peers.ts';
+import { replayDemo, type Grid, type ReplayCapture } from '../bench/replay.ts';
+import { benchMarkdown } from '../bench/report-md.ts';
+import { STAGES } from '../bench/stages.ts';
+import { latencyHistogramsSvg, trialTimelineSvg } from '../bench/svg.ts';
+
+const PEERS = ['dcm2niix', 'nipy', 'numpy', 'torch'] as const;
+type Peer = (typeof PEERS)[number];
 
 export const help = `Usage: mindeye-rt bench [--model DIR] [--device cpu|cuda] [--grid epi|nsd]
-                        [--realtime-volumes N] [--full-width] [--soak MINUTES] [--out DIR]
+                        [--realtime-volumes N] [--max-volumes N] [--peers LIST] [--no-dashboard]
+                        [--full-width] [--soak MINUTES] [--out DIR]
 
-Measures, on this machine, within a few minutes by default:
-  - the demo replay at max speed (img2img cut short by the 'latest' policy) on the chosen grid:
-    preprocess, decode and render latency percentiles, final betas -> first frame, real-time factor
-    (on the nsd grid, 81x104x83, the demo model does not fit the mask: preprocessing only)
-  - the first N volumes at realtime speed (--realtime-volumes, default 40): whether every trial
-    gets its full img2img sequence
-  - motion correction against Debian's nipy, and the mosaic DICOM decoder against dcm2niix
-    (when those benchmarks are installed in this build)
+Measures, on this machine, within about 5 minutes (the first run also simulates the demo's test
+run into .cache/):
+  - the demo's simulated test run replayed at max speed, motion correction on, with a dashboard
+    and one WebSocket viewer on 127.0.0.1 as in a live session: p50/p95/p99/max latency per
+    stage (ingest, motion, mask, GLM, normalize, each decode head, prior sampling, low-level
+    render, each img2img step, encode, send), the end-to-end paths (volume received -> final
+    betas -> first frame -> final frame), throughput, real-time factor and peak RSS.
+    On the nsd grid (81x104x83) the demo model does not fit the mask: preprocessing only.
+  - the first N volumes at realtime speed: whether every trial gets its full img2img sequence
+  - peers on the same inputs, where installed: dcm2niix (mosaic DICOM decode), nipy (rigid
+    registration), numpy (one trial's OLS fit), PyTorch (backbone forward, batch 1); a missing
+    peer is skipped with a message
+Progress lines go to stderr; the summary and the output paths to stdout.
+
+Options:
+  --model DIR              model directory (default models/demo)
+  --device cpu|cuda        onnxruntime execution provider (default cpu)
+  --grid epi|nsd           grid of the simulated run (default epi)
+  --realtime-volumes N     volumes replayed at realtime speed after the max-speed replay
+                           (default 30; 0 skips the segment)
+  --max-volumes N          stop the max-speed replay after N volumes (default: the whole run, 226)
+  --peers LIST             comma-separated peers to run: dcm2niix,nipy,numpy,torch (default all),
+                           or none
+  --no-dashboard           replay without the dashboard (no 'send' timings)
   --full-width             add the full-size MindEye1 backbone + heads: onnxruntime vs PyTorch
   --soak MINUTES           add a long replay at max speed, repeating the demo run
-  --out DIR                write DIR/bench.json (default bench-results/)
+  --out DIR                output folder (default bench-results/): bench.json, bench.md,
+                           latency-histograms.svg, trial-timeline.svg
 `;
 
+/** Replays the demo once and returns its session report (the soak mode calls this). */
 export async function demoReplay(grid: 'epi' | 'nsd', speed: Speed, device: 'cpu' | 'cuda', modelDir: string | undefined, maxVolumes?: number): Promise<RunReport> {
-  const sim = demoSimulation(DEMO_MODEL_DIR);
-  const { planRuns, simulateDataset } = await import('../sim/dataset.ts');
-  const root = join(REPO_ROOT, '.cache', `bench-${grid}-seed${sim.seed}`);
-  const target = planRuns(sim.sessions, sim.runsPerSession, sim.testRuns).filter((p) => p.split === 'test')[0];
-  const ref = { root, subject: 1, session: target.session, run: target.run };
-  const { runPaths } = await import('../sim/dataset.ts');
-  if (!(await simulatedRunIsCurrent(root, runPaths(root, target.session, target.run).timeseries))) {
-    await simulateDataset({ out: root, grid, sessions: sim.sessions, runsPerSession: sim.runsPerSession, testRuns: sim.testRuns, seed: sim.seed, only: 'test', runs: 1 });
-  }
-  const nsd = nsdSource(ref);
-  const stimuli = new LazyImgBrick(nsd.paths.stimuli);
-  const useModel = grid === 'epi' ? modelDir : undefined;
-  const abort = new AbortController();
-  let volumes = 0;
-  try {
-    const result = await runSession({
-      source: nsd.source, device, speed, modelDir: useModel, signal: abort.signal,
-      processing: { ...DEFAULT_PROCESSING, motion: 'on', maskFile: useModel ? undefined : nsd.paths.roi, maskRule: 'value == 1' },
-      createRegistrar: registrarFactory(DEFAULT_PROCESSING),
-      render: renderStageFor(device),
-      finishReport: (c) => addImageMetrics(c, stimuli),
-      onEvent: (e) => {
-        if (e.type === 'masked-volume' && maxVolumes !== undefined && ++volumes >= maxVolumes) abort.abort();
-      },
-    });
-    await result.model?.close();
-    return result.report;
-  } finally {
-    await stimuli.close();
-  }
+  const capture = await replayDemo({ grid, speed, device, modelDir, maxVolumes, dashboard: false });
+  return capture.report;
 }
 
-function pick(report: RunReport) {
-  const s = report.summary as Record<string, unknown>;
-  return {
-    volumes: s.volumesProcessed, trialsDecoded: s.trialsDecoded, realtimeFactor: s.realtimeFactor, peakRssMb: s.peakRssMb,
-    latencyMs: s.latencyMs, skipped: s.skipped, retrievalTop1: s.retrievalTop1, retrievalCandidates: s.retrievalCandidates,
-    trialsWithFullImg2img: (s.trialsDecoded as number) - ((s.skipped as { img2img: number }).img2img ?? 0),
+function usage(field: string, value: unknown, expected: string): MindeyeError {
+  return new MindeyeError('CLI_USAGE', `Invalid value for ${field}.`, { field, value: String(value), expected, fix: 'see mindeye-rt bench --help' });
+}
+
+function integerFlag(value: unknown, field: string, min: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw usage(field, value, `an integer >= ${min}`);
+  return n;
+}
+
+function parsePeers(value: string): Peer[] {
+  if (value === 'none') return [];
+  const names = value.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const unknown = names.filter((p) => !(PEERS as readonly string[]).includes(p));
+  if (names.length === 0 || unknown.length > 0) throw usage('--peers', value, `a comma-separated list of ${PEERS.join(', ')}, or none`);
+  return names as Peer[];
+}
+
+/** Writes one progress line to stderr at most once a second, and always the last one. */
+function progressPrinter(label: string) {
+  let lastMs = 0;
+  return (volIdx: number, total: number | undefined) => {
+    const now = performance.now();
+    const last = total !== undefined && volIdx + 1 >= total;
+    if (!last && now - lastMs < 1000) return;
+    lastMs = now;
+    process.stderr.write(`${label}: volume ${volIdx + 1}/${total ?? '?'}\n`);
   };
+}
+
+async function runPeer(name: string, say: (line: string) => void, job: () => Promise<PeerResult> | PeerResult): Promise<PeerResult> {
+  process.stderr.write(`peer ${name}: running\n`);
+  try {
+    const result = await job();
+    if (result.skipped !== undefined) say(`bench: peer ${name} skipped: ${result.skipped}`);
+    return result;
+  } catch (err) {
+    say(`bench: peer ${name} failed: ${(err as Error).message}`);
+    return { skipped: `failed: ${(err as Error).message}` };
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     model: { type: 'string' }, device: { type: 'string', default: 'cpu' }, grid: { type: 'string', default: 'epi' },
-    'realtime-volumes': { type: 'string', default: '40' }, 'full-width': { type: 'boolean', default: false },
-    soak: { type: 'string' }, out: { type: 'string', default: 'bench-results' },
+    'realtime-volumes': { type: 'string', default: '30' }, 'max-volumes': { type: 'string' },
+    peers: { type: 'string', default: PEERS.join(',') }, 'no-dashboard': { type: 'boolean', default: false },
+    'full-width': { type: 'boolean', default: false }, soak: { type: 'string' }, out: { type: 'string', default: 'bench-results' },
   }, 'bench');
-  const grid = values.grid as 'epi' | 'nsd';
-  if (grid !== 'epi' && grid !== 'nsd') {
-    throw new MindeyeError('CLI_USAGE', 'Invalid value for --grid.', { field: '--grid', value: grid, expected: 'epi or nsd', fix: 'see --help' });
-  }
+  const grid = values.grid as Grid;
+  if (grid !== 'epi' && grid !== 'nsd') throw usage('--grid', grid, 'epi or nsd');
   const device = values.device as 'cpu' | 'cuda';
+  if (device !== 'cpu' && device !== 'cuda') throw usage('--device', device, 'cpu or cuda');
   const modelDir = (values.model as string | undefined) ?? DEMO_MODEL_DIR;
-  const results: Record<string, unknown> = {
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, platform: process.platform },
-    date: new Date().toISOString(),
-  };
+  if (!existsSync(join(modelDir, 'manifest.json'))) {
+    throw new MindeyeError('CLI_USAGE', 'The model directory has no manifest.json.', {
+      file: join(modelDir, 'manifest.json'), field: '--model', value: modelDir, expected: 'a model directory (manifest.json and its ONNX heads)',
+      fix: 'pass a model directory, or omit --model for the demo model',
+    });
+  }
+  const rtVolumes = integerFlag(values['realtime-volumes'], '--realtime-volumes', 0);
+  const maxVolumes = values['max-volumes'] === undefined ? undefined : integerFlag(values['max-volumes'], '--max-volumes', 1);
+  const peers = parsePeers(String(values.peers));
+  const dashboard = !values['no-dashboard'];
+  const outDir = String(values.out);
+  mkdirSync(outDir, { recursive: true });
+
+  const startedMs = performance.now();
+  const machine = describeMachine();
+  const command = ['mindeye-rt bench', ...argv].join(' ');
+  const results: Record<string, unknown> = {};
   const say = (line: string) => process.stdout.write(line + '\n');
 
-  say(`bench: demo replay at max speed (${grid} grid)`);
-  results.maxSpeed = pick(await demoReplay(grid, { kind: 'max' }, device, modelDir));
-  say(JSON.stringify(results.maxSpeed));
+  say(`bench: demo replay at max speed (${grid} grid${maxVolumes !== undefined ? `, first ${maxVolumes} volumes` : ''})`);
+  const maxSpeed = await replayDemo({
+    grid, speed: { kind: 'max' }, device, modelDir, maxVolumes, dashboard,
+    onVolume: progressPrinter('max-speed replay'),
+    onSourceEnd: () => process.stderr.write('max-speed replay: all volumes read; finishing decode and render\n'),
+  });
+  const hasModel = grid === 'epi';
+  const durations = allDurations(maxSpeed);
+  const stages = stageRows(durations);
+  const endToEnd = endToEndRows(durations);
+  const summary = maxSpeed.report.summary;
+  const latencyMs = summary.latencyMs as Record<string, unknown>;
+  for (const row of [...stages, ...endToEnd]) latencyMs[row.stage] ??= { p50: row.p50, p95: row.p95, p99: row.p99, max: row.max };
+  say(`bench: max speed: ${summary.volumesProcessed} volumes, ${summary.trialsDecoded} trials, ${(summary.realtimeFactor as number)?.toFixed(1)}x real time`);
 
-  const rtVolumes = Number(values['realtime-volumes']);
+  let realtime: (ReturnType<typeof img2imgCompleteness> & { volumes: number; betaToFinalFrameP95?: number; latencyMs: unknown }) | undefined;
+  let realtimeCapture: ReplayCapture | undefined;
   if (rtVolumes > 0) {
     say(`bench: first ${rtVolumes} volumes at realtime speed`);
-    results.realtime = pick(await demoReplay(grid, { kind: 'realtime' }, device, modelDir, rtVolumes));
-    say(JSON.stringify(results.realtime));
+    realtimeCapture = await replayDemo({
+      grid, speed: { kind: 'realtime' }, device, modelDir, maxVolumes: rtVolumes, dashboard,
+      onVolume: progressPrinter('realtime segment'),
+      onSourceEnd: () => process.stderr.write('realtime segment: all volumes read; finishing decode and render\n'),
+    });
+    const rtLatency = realtimeCapture.report.summary.latencyMs as Record<string, { p95: number }>;
+    realtime = {
+      volumes: realtimeCapture.report.summary.volumesProcessed as number,
+      ...img2imgCompleteness(realtimeCapture),
+      betaToFinalFrameP95: rtLatency.betaToFinalFrame?.p95,
+      latencyMs: rtLatency,
+    };
+    say(`bench: realtime: ${realtime.trialsWithFullImg2img} of ${realtime.trialsDecoded} trials with every img2img step`);
   }
 
-  const optional: [string, string, string, unknown[]][] = [
-    ['motion', '../bench/motion.ts', 'benchMotion', []],
-    ['ingest', '../bench/ingest.ts', 'benchIngest', []],
-  ];
-  if (values['full-width']) optional.push(['fullWidth', '../bench/full-width.ts', 'benchFullWidth', [{ device }]]);
-  for (const [key, path, fn, args] of optional) {
+  const peerResults: Record<string, PeerResult> = {};
+  if (peers.includes('dcm2niix')) {
+    peerResults.dcm2niix = await runPeer('dcm2niix', say, async () => {
+      const ingest = await (await import('../bench/ingest.ts')).benchIngest();
+      return typeof ingest.dcm2niix === 'string' ? { skipped: ingest.dcm2niix, ...ingest } : ingest;
+    });
+  }
+  if (peers.includes('nipy')) {
+    peerResults.nipy = await runPeer('nipy', say, async () => {
+      const motion = await (await import('../bench/motion.ts')).benchMotion();
+      results.motion = motion;
+      const versus = motion.epiVersusNipy as PeerResult & { nipy?: { skipped?: string } };
+      return versus.nipy?.skipped !== undefined ? { skipped: versus.nipy.skipped, ...versus } : versus;
+    });
+  }
+  if (peers.includes('numpy')) {
+    const { benchNumpyGlm } = await import('../bench/peers.ts');
+    peerResults.numpyGlm = await runPeer('numpy GLM', say, () => benchNumpyGlm({
+      trials: maxSpeed.trials, trSec: maxSpeed.trSec, masked: maxSpeed.masked, processing: DEFAULT_PROCESSING,
+      expectedDurationSec: maxSpeed.expectedVolumes !== undefined ? maxSpeed.expectedVolumes * maxSpeed.trSec : undefined,
+    }));
+  }
+  if (peers.includes('torch')) {
+    const { benchTorchBackbone } = await import('../bench/peers.ts');
+    peerResults.torchBackbone = await runPeer('PyTorch backbone', say, () => benchTorchBackbone(modelDir));
+  }
+  for (const [name, p] of Object.entries(peerResults)) {
+    if (p.skipped === undefined) say(`bench: peer ${name}: ${JSON.stringify(p)}`);
+  }
+  if (values['full-width']) {
     try {
-      const mod = (await import(path)) as Record<string, (...a: unknown[]) => Promise<Record<string, unknown>>>;
-      say(`bench: ${key}`);
-      results[key] = await mod[fn](...args);
-      say(JSON.stringify(results[key]));
+      say('bench: full-width MindEye1, onnxruntime vs PyTorch');
+      results.fullWidth = await (await import('../bench/full-width.ts')).benchFullWidth({ device });
     } catch (err) {
-      results[key] = { error: (err as Error).message };
-      say(`bench: ${key} failed: ${(err as Error).message}`);
+      results.fullWidth = { error: (err as Error).message };
+      say(`bench: fullWidth failed: ${(err as Error).message}`);
     }
   }
 
@@ -144,9 +232,65 @@ export async function run(argv: string[]): Promise<number> {
     say(`bench: soak ${sm.runs} runs in ${sm.durationSec} s; RSS ${sm.rssMb.first} -> ${sm.rssMb.last} MiB (slope ${sm.rssMb.slopePerRun} MiB/run); heap ${sm.heapUsedMb.first} -> ${sm.heapUsedMb.last} MiB`);
   }
 
-  const outDir = String(values.out);
-  mkdirSync(outDir, { recursive: true });
+  machine.loadAverageEnd = loadavg()[0];
+  const durationSec = (performance.now() - startedMs) / 1000;
+  const pick = (key: string) => stages.find((r) => r.stage === key) ?? endToEnd.find((r) => r.stage === key);
+  const budgets = budgetRows({
+    grid, hasModel, realtime,
+    preprocessP95: pick('volumeDecodeToGlm')?.p95 ?? pick('preprocess')?.p95,
+    betaToFirstFrameP95: pick('betaToFirstFrame')?.p95,
+    realtimeFactor: summary.realtimeFactor as number | undefined,
+    peakRssMb: Math.max(summary.peakRssMb as number, (realtimeCapture?.report.summary.peakRssMb as number | undefined) ?? 0),
+  });
+
+  const histogramFile = 'latency-histograms.svg';
+  const timelineFile = 'trial-timeline.svg';
+  const histogramStages = [...STAGES.map((s) => s.stage), 'volumeToBetas', 'betaToFirstFrame', 'betaToFinalFrame'];
+  writeFileSync(join(outDir, histogramFile), latencyHistogramsSvg(
+    histogramStages.flatMap((stage) => {
+      const valuesMs = durations.get(stage) ?? [];
+      const row = pick(stage);
+      return valuesMs.length > 0 && row ? [{ stage, valuesMs, p50: row.p50, p95: row.p95 }] : [];
+    }),
+    `Latency per stage, max-speed replay (${grid} grid, ${machine.cpuCores} CPUs), ms`,
+  ));
+  // The realtime segment shows a trial's full img2img sequence; at max speed it is cut short.
+  const timelineSource = realtimeCapture ?? maxSpeed;
+  const timeline = trialTimeline(timelineSource);
+  if (timeline) {
+    writeFileSync(join(outDir, timelineFile), trialTimelineSvg(
+      `Trial ${timeline.trialId} (${timelineSource === realtimeCapture ? 'realtime' : 'max-speed'} replay), ms after its window-closing volume arrived`,
+      timeline.originMs, timeline.spans, timeline.markers, STAGES.map((s) => s.stage),
+    ));
+  }
+
+  Object.assign(results, {
+    run: maxSpeed.report.run,
+    trials: maxSpeed.report.trials,
+    summary,
+    command,
+    date: new Date().toISOString(),
+    durationSec: Math.round(durationSec),
+    machine,
+    grid,
+    dashboard,
+    stages,
+    endToEnd,
+    budgets,
+    realtime,
+    peers: peerResults,
+    timeline: timeline ? { trialId: timeline.trialId, spans: timeline.spans.length, file: timelineFile } : undefined,
+    plots: { histograms: histogramFile, timeline: timeline ? timelineFile : undefined },
+  });
   writeFileSync(join(outDir, 'bench.json'), JSON.stringify(results, null, 2) + '\n');
-  say(`bench: results written to ${join(outDir, 'bench.json')}`);
+  writeFileSync(join(outDir, 'bench.md'), benchMarkdown({
+    command, date: results.date as string, durationSec, machine, grid, device, model: hasModel ? modelDir : 'none (preprocessing only)',
+    volumes: summary.volumesProcessed as number, trialsDecoded: summary.trialsDecoded as number,
+    realtimeFactor: summary.realtimeFactor as number | undefined, throughputVolumesPerSec: summary.throughputVolumesPerSec as number | undefined,
+    peakRssMb: summary.peakRssMb as number | undefined, skipped: summary.skipped as Record<string, number> | undefined,
+    budgets, stages, endToEnd, realtime, peers: peerResults,
+    plots: { histograms: histogramFile, timeline: timeline ? timelineFile : undefined },
+  }));
+  say(`bench: results written to ${join(outDir, 'bench.json')}, bench.md, ${histogramFile}${timeline ? `, ${timelineFile}` : ''} (${durationSec.toFixed(0)} s)`);
   return 0;
 }
