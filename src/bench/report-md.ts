@@ -23,7 +23,7 @@ export interface MarkdownInput {
   budgets: BudgetRow[];
   stages: StageRow[];
   endToEnd: StageRow[];
-  realtime?: ImgCompleteness & { volumes: number; betaToFinalFrameP95?: number };
+  realtime?: ImgCompleteness & { volumes: number; betaToFinalFrameP95?: number; endToEnd: StageRow[] };
   peers: Record<string, PeerResult>;
   plots: { histograms: string; timeline?: string };
 }
@@ -95,12 +95,12 @@ function peerRow(name: string, p: PeerResult): string | undefined {
     case 'numpyGlm':
       return `| numpy ${p.numpyVersion} lstsq, one trial's LSS fit (${p.rows} rows, ${p.designColumns} columns, ${p.voxels} voxels) | ${ms(n('oursUpdateMs'))} ms (online update) | ${ms(n('numpyLstsqMs'))} ms | ${n('ratio')} | betas differ by ${p.betasMaxRelativeDifference} (relative max) |`;
     case 'torchBackbone':
-      return `| PyTorch ${p.torchVersion} (${p.torchThreads} threads), ${p.head}, batch 1 | ${ms(n('oursMs'))} ms (onnxruntime) | ${ms(n('torchMs'))} ms | ${n('ratio')} | latents differ by ${p.latentMaxRelativeDifference} (relative max) |`;
+      return `| PyTorch ${p.torchVersion} (${p.torchThreads} thread(s)), ${p.head}, batch 1 | ${ms(n('oursMs'))} ms (onnxruntime) | ${ms(n('torchMs'))} ms | ${n('ratio')} | latents differ by ${p.latentMaxRelativeDifference} (relative max) |`;
     case 'dcm2niix': {
       const ours = p.mindeyePerVolumeMs as { decodeMs: number; decodeAndWriteMs: number } | undefined;
       const theirs = p.dcm2niixPerVolumeMs as { wallMs: number; reportedMs?: number } | undefined;
       if (!ours || !theirs) return undefined;
-      return `| dcm2niix ${p.dcm2niixVersion}, Siemens mosaic -> NIfTI, per volume (${p.files} files) | ${ms(ours.decodeAndWriteMs)} ms (decode + write) | ${ms(theirs.wallMs)} ms (whole process) | ${p.ratioDcm2niixWallToOurDecodeAndWrite} | same DICOM files |`;
+      return `| dcm2niix ${p.dcm2niixVersion}, Siemens mosaic -> NIfTI, per volume (${p.files} files) | ${ms(ours.decodeAndWriteMs)} ms (decode + write) | ${ms(theirs.wallMs)} ms (whole process) | ${(theirs.wallMs / ours.decodeAndWriteMs).toFixed(2)} | same DICOM files |`;
     }
     case 'nipy': {
       const ours = (p.ours as { msPerVolume?: { p50: number } } | undefined)?.msPerVolume;
@@ -156,7 +156,8 @@ export function benchMarkdown(input: MarkdownInput): string {
     out.push('## Realtime segment', '',
       `The first ${r.volumes} volumes at realtime speed: ${r.trialsDecoded} trial(s) decoded, ${r.trialsWithFullImg2img} with every img2img step, `
       + `${r.trialsFinishedBeforeNextTrial} with their final frame sent before the next trial's final betas`
-      + `${r.betaToFinalFrameP95 !== undefined ? `; final betas -> final frame p95 ${ms(r.betaToFinalFrameP95)} ms` : ''}.`, '');
+      + `${r.betaToFinalFrameP95 !== undefined ? `; final betas -> final frame p95 ${ms(r.betaToFinalFrameP95)} ms` : ''}.`, '',
+      latencyTable(r.endToEnd, false), '');
   }
   out.push('## Peers', '', 'Ratios are peer time / our time on the same inputs (above 1: the peer is slower).', '', peerLines(input.peers), '');
   out.push('## Plots', '', `- [latency histograms per stage](${input.plots.histograms})`);

@@ -13,7 +13,7 @@ export interface StageInfo {
 
 /** Fine stages first; the coarse ones the session report has always had follow. */
 export const STAGES: StageInfo[] = [
-  { stage: 'ingest', description: 'read, decompress and parse one volume of the run file' },
+  { stage: 'ingest', description: 'read, decompress and parse one volume of the run file (from requesting the volume to getting it)' },
   { stage: 'motion', description: 'rigid registration of one volume to the reference' },
   { stage: 'mask', description: 'sample the mask voxels, non-finite check, quality update' },
   { stage: 'glm', description: 'online GLM update and the estimates of the open trial windows' },

@@ -11,7 +11,7 @@ import { parseFlags } from './flags.ts';
 import type { Speed } from '../ingest/source.ts';
 import type { RunReport } from '../session/report.ts';
 import { DEFAULT_PROCESSING } from '../session/options.ts';
-import { allDurations, budgetRows, endToEndRows, img2imgCompleteness, stageRows, trialTimeline } from '../bench/analysis.ts';
+import { allDurations, budgetRows, endToEndRows, img2imgCompleteness, stageRows, trialTimeline, type ImgCompleteness, type StageRow } from '../bench/analysis.ts';
 import { describeMachine } from '../bench/machine.ts';
 import type { PeerResult } from '../bench/peers.ts';
 import { replayDemo, type Grid, type ReplayCapture } from '../bench/replay.ts';
@@ -150,7 +150,7 @@ export async function run(argv: string[]): Promise<number> {
   for (const row of [...stages, ...endToEnd]) latencyMs[row.stage] ??= { p50: row.p50, p95: row.p95, p99: row.p99, max: row.max };
   say(`bench: max speed: ${summary.volumesProcessed} volumes, ${summary.trialsDecoded} trials, ${(summary.realtimeFactor as number)?.toFixed(1)}x real time`);
 
-  let realtime: (ReturnType<typeof img2imgCompleteness> & { volumes: number; betaToFinalFrameP95?: number; latencyMs: unknown }) | undefined;
+  let realtime: (ImgCompleteness & { volumes: number; realtimeFactor?: number; betaToFinalFrameP95?: number; stages: StageRow[]; endToEnd: StageRow[] }) | undefined;
   let realtimeCapture: ReplayCapture | undefined;
   if (rtVolumes > 0) {
     say(`bench: first ${rtVolumes} volumes at realtime speed`);
@@ -159,14 +159,17 @@ export async function run(argv: string[]): Promise<number> {
       onVolume: progressPrinter('realtime segment'),
       onSourceEnd: () => process.stderr.write('realtime segment: all volumes read; finishing decode and render\n'),
     });
-    const rtLatency = realtimeCapture.report.summary.latencyMs as Record<string, { p95: number }>;
+    const rtDurations = allDurations(realtimeCapture);
     realtime = {
       volumes: realtimeCapture.report.summary.volumesProcessed as number,
       ...img2imgCompleteness(realtimeCapture),
-      betaToFinalFrameP95: rtLatency.betaToFinalFrame?.p95,
-      latencyMs: rtLatency,
+      realtimeFactor: realtimeCapture.report.summary.realtimeFactor as number | undefined,
+      stages: stageRows(rtDurations),
+      endToEnd: endToEndRows(rtDurations),
     };
-    say(`bench: realtime: ${realtime.trialsWithFullImg2img} of ${realtime.trialsDecoded} trials with every img2img step`);
+    realtime.betaToFinalFrameP95 = realtime.endToEnd.find((r) => r.stage === 'betaToFinalFrame')?.p95;
+    if (hasModel) say(`bench: realtime: ${realtime.trialsWithFullImg2img} of ${realtime.trialsDecoded} trials with every img2img step`);
+    else say(`bench: realtime: ${realtime.volumes} volumes preprocessed (no model on the nsd grid, so no frames)`);
   }
 
   const peerResults: Record<string, PeerResult> = {};
@@ -239,6 +242,8 @@ export async function run(argv: string[]): Promise<number> {
     grid, hasModel, realtime,
     preprocessP95: pick('volumeDecodeToGlm')?.p95 ?? pick('preprocess')?.p95,
     betaToFirstFrameP95: pick('betaToFirstFrame')?.p95,
+    realtimePreprocessP95: realtime?.endToEnd.find((r) => r.stage === 'volumeDecodeToGlm')?.p95,
+    realtimeBetaToFirstFrameP95: realtime?.endToEnd.find((r) => r.stage === 'betaToFirstFrame')?.p95,
     realtimeFactor: summary.realtimeFactor as number | undefined,
     peakRssMb: Math.max(summary.peakRssMb as number, (realtimeCapture?.report.summary.peakRssMb as number | undefined) ?? 0),
   });
