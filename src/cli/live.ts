@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Observable, Subject } from 'rxjs';
+import { Observable, Subject, filter } from 'rxjs';
 import type { FastifyPluginAsync } from 'fastify';
 import { MindeyeError } from '../errors.ts';
 import { LazyImgBrick } from '../ingest/stimuli.ts';
@@ -16,7 +16,8 @@ import { Pacer } from '../ingest/pacing.ts';
 import { logger } from '../log.ts';
 import { runSession, type SessionConfig, type SessionResult } from '../session/run.ts';
 import type { ProcessingOptions } from '../session/options.ts';
-import { SessionRecorder } from '../session/record.ts';
+import { SessionRecorder, existingRecord, type RecordContents } from '../session/record.ts';
+import { resumeSource, type ResumeInfo } from '../session/resume.ts';
 import type { ReportCollector, RunReport } from '../session/report.ts';
 import type { Decoded, PipelineEvent, RunInfo, TrialSpec, Volume } from '../events.ts';
 import type { FeedbackInput } from '../../dashboard/feedback.ts';
@@ -43,6 +44,15 @@ export interface LiveSessionOptions {
   plugins?: FastifyPluginAsync[];
   /** Called with the dashboard URL once it listens (tests use it). */
   onListening?(url: string): void;
+  /**
+   * The record that `session.recordTo` already holds, when the caller read it (watch reads it to
+   * set up the folder watch). Otherwise runLiveSession reads it; either way the session resumes it.
+   */
+  resumeFrom?: RecordContents;
+  /** Trials announced by the source itself (a record's live-announced trials), merged with the feedback channel's. */
+  announcedTrials$?: Observable<TrialSpec>;
+  /** Adds fields to the report before it is written. */
+  amendReport?(report: RunReport): void;
 }
 
 export function formatSummary(report: RunReport): string {
@@ -123,7 +133,11 @@ function readMaskForDisplay(modelDir: string | undefined, processing: Processing
 export async function runLiveSession(opts: LiveSessionOptions): Promise<number> {
   const { session } = opts;
   const stimuli = opts.stimuliFile && existsSync(opts.stimuliFile) ? new LazyImgBrick(opts.stimuliFile) : undefined;
-  const recorder = session.recordTo ? new SessionRecorder(session.recordTo) : undefined;
+  // Read the record before the recorder appends to it: its last line dates the crash.
+  const resumeFrom = opts.resumeFrom ?? existingRecord(session.recordTo);
+  const recorder = session.recordTo
+    ? new SessionRecorder(session.recordTo, { processing: opts.processing, modelDir: session.modelDir, command: opts.label })
+    : undefined;
   const pacer = new Pacer(session.speed);
   const bus = new Subject<PipelineEvent>();
   const token = session.token ?? randomBytes(16).toString('hex');
@@ -137,9 +151,25 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
   let firstTriggerMs: number | undefined;
   let firstVolumeMs: number | undefined;
   let trialCount = 0;
+  opts.announcedTrials$?.subscribe((t) => trials$.next(t));
+  let source = opts.source;
+  let resumeInfo: ResumeInfo | undefined;
+  if (resumeFrom) {
+    const resumed = resumeSource(resumeFrom, opts.source, { announceTrial: (t) => trials$.next(t), repairs: recorder?.repairs });
+    source = resumed.source;
+    resumeInfo = resumed.info;
+    // Onsets announced without a time are measured from the first trigger (or volume 0) of the
+    // whole session, which a restarted process knows only from the record.
+    firstTriggerMs = recordedClockZeroMs(resumeFrom, 'trigger');
+    firstVolumeMs = recordedClockZeroMs(resumeFrom, 'volume');
+    process.stdout.write(`${opts.label}: resuming the session recorded in ${resumeFrom.dir} (${resumeFrom.volumes.length} volumes)\n`);
+  }
   const onFeedbackInput = (msg: FeedbackInput) => {
     if (msg.type === 'trigger') {
-      if (firstTriggerMs === undefined || msg.pulseIndex === 0) firstTriggerMs = msg.receivedAtMs;
+      if (firstTriggerMs === undefined || msg.pulseIndex === 0) {
+        firstTriggerMs = msg.receivedAtMs;
+        recorder?.note({ type: 'trigger', pulseIndex: msg.pulseIndex, receivedAtEpochMs: performance.timeOrigin + msg.receivedAtMs });
+      }
       return;
     }
     const zeroMs = firstTriggerMs ?? firstVolumeMs;
@@ -162,7 +192,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     state = 'running';
     try {
       const result = await runSession({
-        source: opts.source,
+        source,
         processing: opts.processing,
         modelDir: session.modelDir,
         device: session.device,
@@ -172,16 +202,22 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
         reportFile: session.reportFile,
         signal: abort.signal,
         createRegistrar: registrarFactory(opts.processing),
-        render: renderStageFor(session.device),
+        render: skipRenderedTrials(renderStageFor(session.device), resumeFrom),
         finishReport: (collector, loaded) => addImageMetrics(collector, stimuli, { model: loaded, options: session.evaluation }),
         trials$,
+        writeAhead: recorder ? (v) => { recorder.writeVolume(v); } : undefined,
+        amendReport: (report) => {
+          if (resumeInfo) (report as RunReport & { resume?: ResumeInfo }).resume = resumeInfo;
+          opts.amendReport?.(report);
+        },
         onEvent: (e) => {
           if (e.type === 'run-info') {
             simulated = e.simulated === true;
             trialCount = e.trials?.length ?? 0;
           }
-          if (e.type === 'volume' && e.volIdx === 0) firstVolumeMs = e.receivedAtMs;
-          recorder?.onEvent(e);
+          if (e.type === 'trial-added') trialCount = Math.max(trialCount, e.trial.trialId + 1);
+          if (e.type === 'volume' && e.volIdx === 0 && !resumeFrom) firstVolumeMs = e.receivedAtMs;
+          recordEvent(recorder, e);
           bus.next(e);
           opts.onEvent?.(e);
         },
@@ -277,6 +313,46 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     process.off('SIGTERM', onSignal);
     await dashboard?.close();
     await stimuli?.close();
+    recorder?.close();
     bus.complete();
   }
+}
+
+let recordFailures = 0;
+
+/** Passes an event to the recorder; a failed write is logged (the first 10 and then every 100th), never thrown into the bus. */
+function recordEvent(recorder: SessionRecorder | undefined, e: PipelineEvent): void {
+  if (!recorder) return;
+  try {
+    recorder.onEvent(e);
+  } catch (err) {
+    recordFailures++;
+    if (recordFailures <= 10 || recordFailures % 100 === 0) {
+      logger.error({ err, type: e.type, failures: recordFailures }, 'an event could not be written to the session record');
+    }
+  }
+}
+
+/** Maps the first recorded trigger or volume 0 receive time onto this process's clock (performance.now()). */
+function recordedClockZeroMs(record: RecordContents, kind: 'trigger' | 'volume'): number | undefined {
+  const line = kind === 'trigger'
+    ? record.events.find((e) => e.type === 'trigger')
+    : record.volumes.find((v) => v.volIdx === 0)?.line;
+  const epochMs = line?.receivedAtEpochMs;
+  return typeof epochMs === 'number' ? epochMs - performance.timeOrigin : undefined;
+}
+
+/**
+ * Leaves trials that the record shows as rendered (a final decode and a non-provisional frame)
+ * out of the render stage, so that a resumed session does not render them again.
+ */
+function skipRenderedTrials(render: SessionConfig['render'], record: RecordContents | undefined): SessionConfig['render'] {
+  if (!render || !record) return render;
+  const decodedFinal = new Set(record.events.filter((e) => e.type === 'decoded' && e.final === true).map((e) => Number(e.trialId)));
+  const rendered = new Set(record.events
+    .filter((e) => e.type === 'frame' && e.provisional === false && decodedFinal.has(Number(e.trialId)))
+    .map((e) => Number(e.trialId)));
+  if (rendered.size === 0) return render;
+  // NOTE: the report of the resumed process counts no frames (and no image metrics) for these trials; their frames stay in the record's frames/.
+  return (decoded$, ctx) => render(decoded$.pipe(filter((d) => !rendered.has(d.trialId))), ctx);
 }

@@ -3,7 +3,12 @@ import { MindeyeError } from '../errors.ts';
 import { bidsSource } from '../ingest/bids.ts';
 import { nsdSource } from '../ingest/nsd.ts';
 import type { Source } from '../ingest/source.ts';
-import { recordSource } from '../session/record.ts';
+import { readRecord } from '../session/record.ts';
+import { recordSource } from '../session/resume.ts';
+import type { ProcessingOptions } from '../session/options.ts';
+import { Subject } from 'rxjs';
+import { resolve } from 'node:path';
+import type { TrialSpec } from '../events.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { runLiveSession } from './live.ts';
 
@@ -18,7 +23,14 @@ Sources:
   --demo                   the embedded simulated subject with the shipped demo model
   --nsd-root DIR           an NSD-layout dataset (with --subject, --session, --run; 1-based)
   --bids BOLD.nii.gz       a BIDS-style run, with --events EVENTS.tsv
-  --record DIR             a session recorded with --record-to
+  --record DIR             a session recorded with --record-to (or by watch and serve under
+                           sessions/<date-time>/): its volumes, gaps and trials, including
+                           trials announced live, in recorded order
+
+A --record replay uses the recorded processing options and model unless flags override them,
+so it reproduces the live session's betas. It also accepts --speed recorded: each volume
+waits the gap between the recorded receive times (the scanner's timing, including any
+downtime before a resume), instead of one TR.
 
 ${PROCESSING_HELP}
 
@@ -33,8 +45,14 @@ export async function run(argv: string[]): Promise<number> {
     bids: { type: 'string' }, events: { type: 'string' },
     record: { type: 'string' },
   }, 'replay');
+  const recordedTiming = values.speed === 'recorded';
+  if (recordedTiming && values.record === undefined) {
+    throw new MindeyeError('CLI_USAGE', '--speed recorded needs --record.', {
+      field: '--speed', value: 'recorded', expected: 'realtime, max or a factor for this source', fix: 'use --speed realtime, or replay a session record with --record DIR',
+    });
+  }
   const processing = processingFromFlags(values);
-  const session = sessionFromFlags(values);
+  const session = sessionFromFlags(recordedTiming ? { ...values, speed: 'max' } : values);
   const chosen = ['demo', 'nsd-root', 'bids', 'record'].filter((k) => values[k] !== undefined && values[k] !== false);
   if (chosen.length !== 1) {
     throw new MindeyeError('CLI_USAGE', 'Choose exactly one source.', {
@@ -71,7 +89,35 @@ export async function run(argv: string[]): Promise<number> {
     }
     source = bidsSource({ bold: String(values.bids), events: String(values.events), labelColumn: values['label-column'] as string | undefined });
   } else {
-    source = recordSource(String(values.record));
+    const record = readRecord(String(values.record));
+    if (session.recordTo !== undefined && resolve(session.recordTo) === resolve(record.dir)) {
+      throw new MindeyeError('CLI_USAGE', 'A replay cannot record into the record it replays.', {
+        field: '--record-to', value: session.recordTo, fix: 'record the replay to another folder, or leave --record-to out',
+      });
+    }
+    const announced = new Subject<TrialSpec>();
+    const replayProcessing: ProcessingOptions = { ...(record.run.processing ?? processing), ...explicitProcessing(argv, processing) };
+    const replaySession = { ...session, modelDir: session.modelDir ?? record.run.modelDir };
+    return runLiveSession({
+      source: recordSource(record, { timing: recordedTiming ? 'recorded' : 'pacer', announceTrial: (t) => announced.next(t) }),
+      processing: replayProcessing, session: replaySession, keepServing: true, label: 'replay', announcedTrials$: announced,
+      amendReport: recordedTiming ? (report) => { report.run.speed = 'recorded'; } : undefined,
+    });
   }
   return runLiveSession({ source, processing, session, stimuliFile, keepServing: true, label: 'replay' });
+}
+
+/** Keeps the processing options whose flag is on the command line (the rest come from the record). */
+function explicitProcessing(argv: string[], parsed: ProcessingOptions): Partial<ProcessingOptions> {
+  const given = (flag: string) => argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
+  const out: Partial<ProcessingOptions> = {};
+  const byFlag: [string, keyof ProcessingOptions][] = [
+    ['mask', 'maskFile'], ['mask-rule', 'maskRule'], ['motion', 'motion'], ['motion-reference', 'motionReference'], ['glm', 'glm'],
+    ['window-sec', 'windowSec'], ['drift', 'drift'], ['motion-regressors', 'motionRegressors'], ['censor', 'censor'],
+    ['fd-threshold', 'fdThresholdMm'], ['normalize', 'normalize'],
+  ];
+  for (const [flag, key] of byFlag) {
+    if (given(flag)) (out as Record<string, unknown>)[key] = parsed[key];
+  }
+  return out;
 }

@@ -6,6 +6,7 @@ import { asScannerInput, withDesign } from '../ingest/with-design.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
 import { runLiveSession } from './live.ts';
+import { existingRecord } from '../session/record.ts';
 
 export const help = `Usage: mindeye-rt watch --dir DIR [--format auto|siemens|siemens-xa|ge|philips|nifti] [--series N]
                         [--events TSV | --design TSV] [options]
@@ -16,6 +17,11 @@ DICOM, Philips PAR/REC, or one NIfTI per volume. Partial writes are waited for, 
 files reordered, duplicates dropped with a warning, and a missing volume becomes a gap after
 --gap-timeout-ms. Motion correction is on by default (--motion auto). The session is recorded to
 sessions/<date-time>/ unless --record-to says otherwise.
+
+Resume: started again with the --record-to folder of a session that was interrupted (a crash,
+kill -9), watch re-runs the recorded volumes through preprocessing and the GLM, then takes the
+files in the folder from the next volume on (including those that arrived while it was down),
+follows the recorded series, and reports the downtime. See docs/record.md.
 
 Folder:
   --dir DIR                the export folder to watch
@@ -52,11 +58,15 @@ export async function run(argv: string[]): Promise<number> {
   const session = sessionFromFlags(values);
   session.recordTo ??= defaultRecordDir();
   session.token = sessionToken(session.token);
+  const resumeFrom = existingRecord(session.recordTo);
+  const recordedThrough = resumeFrom ? Math.max(-1, ...resumeFrom.volumes.map((v) => v.volIdx), ...resumeFrom.gaps) : -1;
   const source = watchSource({
     dir: String(values.dir),
     format: values.format as never,
-    series: values.series !== undefined ? Number(values.series) : undefined,
-    includeExisting: values['include-existing'] === true,
+    series: values.series !== undefined ? Number(values.series) : recordedSeries(resumeFrom?.info.source),
+    // Files written while the previous process was down are already in the folder.
+    includeExisting: values['include-existing'] === true || resumeFrom !== undefined,
+    startIdx: recordedThrough + 1,
     trSec: values.tr !== undefined ? Number(values.tr) : undefined,
     gapTimeoutMs: values['gap-timeout-ms'] !== undefined ? Number(values['gap-timeout-ms']) : undefined,
     stableMs: values['stable-ms'] !== undefined ? Number(values['stable-ms']) : undefined,
@@ -64,5 +74,11 @@ export async function run(argv: string[]): Promise<number> {
     expectedVolumes: expectedVolumesFromFlags(values),
   });
   process.stdout.write(`watching ${values.dir}; recording to ${session.recordTo}\n`);
-  return runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'watch' });
+  return runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'watch', resumeFrom });
+}
+
+/** Reads the series a recorded watch session followed from its run-info source ("folder DIR (nifti, series 3 ...)"). */
+function recordedSeries(source: string | undefined): number | undefined {
+  const match = source === undefined ? null : /^folder .*\(.*\bseries (\d+)/.exec(source);
+  return match ? Number(match[1]) : undefined;
 }

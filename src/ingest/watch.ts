@@ -58,6 +58,11 @@ export interface WatchOptions {
   expectedVolumes?: number;
   /** Number in a 3D NIfTI file name that is volume 0 (default 0). */
   niftiFirstNumber?: number;
+  /**
+   * First index to emit (default 0). A resumed session sets it past the volumes its record has:
+   * files of lower indices are dropped without a warning, and the reorder waits from here.
+   */
+  startIdx?: number;
 }
 
 export interface FileTiming {
@@ -97,6 +102,7 @@ function checkOptions(opts: WatchOptions): void {
   }
   if (opts.rescanMs !== undefined && opts.rescanMs < 10) bad('rescanMs', opts.rescanMs, 'at least 10 ms');
   if (opts.series !== undefined && !(Number.isInteger(opts.series) && opts.series >= 0)) bad('series', opts.series, 'an integer >= 0');
+  if (opts.startIdx !== undefined && !(Number.isInteger(opts.startIdx) && opts.startIdx >= 0)) bad('startIdx', opts.startIdx, 'an integer >= 0');
   if (opts.trSec !== undefined && !(opts.trSec > 0)) bad('trSec', opts.trSec, 'a positive number of seconds');
   if (opts.expectedVolumes !== undefined && !(Number.isInteger(opts.expectedVolumes) && opts.expectedVolumes >= 1)) {
     bad('expectedVolumes', opts.expectedVolumes, 'an integer >= 1');
@@ -148,6 +154,7 @@ class FolderWatcher {
     this.gapTimeoutMs = opts.gapTimeoutMs ?? 5000;
     this.stableMs = opts.stableMs ?? 30;
     this.corruptTimeoutMs = opts.corruptTimeoutMs ?? 2000;
+    this.nextIdx = opts.startIdx ?? 0;
   }
 
   start(): () => void {
@@ -280,6 +287,7 @@ class FolderWatcher {
     if (this.closed || tracked.state !== 'pending') return;
     const timing = this.fileTimes.get(tracked.path)!;
     let decoded: ReturnType<typeof decodeScannerFile>;
+    const readStartMs = nowMs();
     try {
       decoded = decodeScannerFile(readFileSync(tracked.path), tracked.path, {
         format: this.format, niftiFirstNumber: this.opts.niftiFirstNumber,
@@ -310,6 +318,9 @@ class FolderWatcher {
     }
     tracked.state = 'done';
     timing.decodedAtMs = nowMs();
+    // 'ingest' times reading and decoding one file (a volume, or slices of one).
+    const volIdx = decoded.find((d) => d.volIdx !== undefined)?.volIdx;
+    this.ctx.publishTiming?.({ type: 'stage-timing', runId: this.ctx.runId, stage: 'ingest', volIdx, startMs: readStartMs, endMs: timing.decodedAtMs });
     for (const d of decoded) {
       if (!this.acceptSeries(d.seriesNumber, tracked.path)) return;
       timing.volIdx = d.volIdx;
@@ -341,6 +352,7 @@ class FolderWatcher {
   }
 
   private onSlice(slice: SliceFile, completeAtMs: number): void {
+    if (this.beforeStart(slice.volIdx, slice.file)) return;
     if (this.emitted.has(slice.volIdx) || this.gapped.has(slice.volIdx)) {
       this.warn(this.emitted.has(slice.volIdx) ? 'duplicate' : 'late', slice.volIdx, `${slice.file}: a slice of volume ${slice.volIdx}, which was already ${this.emitted.has(slice.volIdx) ? 'emitted' : 'given up (gap)'}; dropped`);
       return;
@@ -365,6 +377,7 @@ class FolderWatcher {
 
   private onVolume(file: VolumeFile, completeAtMs: number): void {
     const idx = file.volIdx;
+    if (this.beforeStart(idx, file.file)) return;
     if (this.emitted.has(idx) || this.held.has(idx)) {
       this.warn('duplicate', idx, `${file.file} repeats volume ${idx}; dropped`);
       return;
@@ -409,6 +422,13 @@ class FolderWatcher {
     }
     this.held.set(idx, volume);
     this.flush();
+  }
+
+  /** Drops a file below `startIdx`: its volume came from the session record before a restart. */
+  private beforeStart(volIdx: number, file: string): boolean {
+    if (volIdx >= (this.opts.startIdx ?? 0)) return false;
+    this.log.debug({ volIdx, file }, 'file skipped: its volume is in the session record');
+    return true;
   }
 
   /** Reports a volume that cannot be passed on; a known index becomes a gap at once. */

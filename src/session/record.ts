@@ -1,37 +1,284 @@
 /**
- * Session recording (`--record-to DIR`) and its replay (`replay --record DIR`).
+ * Session record (`--record-to DIR`): a write-ahead log of everything a session received, which
+ * `replay --record DIR` re-plays and a restarted live session resumes from (src/session/resume.ts).
  *
- * Layout:
- * - run.json: the run-info event (affine as an array) and the recording format version
- * - volumes/vol_NNNNNN.nii.gz: every volume as received, one 3D NIfTI each (nothing recorded is lost)
- * - events.jsonl: every other event without voxel or image arrays, one JSON object per line
+ * Layout (docs/record.md has the details):
+ * - run.json: the first run-info event (affine as an array), the processing options, the model
+ *   directory and the record format version. Written once, by temp file and rename.
+ * - volumes/vol_NNNNNN.nii: every volume as received, one uncompressed 3D NIfTI each. It is
+ *   stored as int16 or uint16 when every value is an integer in that range (lossless), else
+ *   as float32. Written to a temp name, fsynced and renamed before the pipeline sees the volume.
+ * - events.jsonl: one JSON object per line for every event without its voxel or image arrays,
+ *   each with `recordedAtEpochMs`. Volume lines add `file`, `dtype` and `receivedAtEpochMs`. A
+ *   `record-start` line opens each process that wrote to the record (the first one and every
+ *   resume).
  * - trials.jsonl + betas_final.f32: one line per final trial estimate (trialId, stimulusId,
- *   onsetSec, row) and its raw betas as float32 rows of V values in mask order
- * - frames/trial_TTTT_KIND_SS.jpg: every frame sent
- * Restarting on an existing recording appends: files are opened in append mode, and existing
- * volumes are kept.
+ *   onsetSec, row) and its raw betas as float32 rows of V values in mask order.
+ * - frames/trial_TTTT_KIND_SS.jpg: every frame sent.
+ *
+ * A `kill -9` loses at most the volume being written (its temp file is removed on the next
+ * start) and the last, half-written line of a .jsonl file, which readers skip and report.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { Observable } from 'rxjs';
+import {
+  closeSync, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync,
+  statSync, unlinkSync, writeSync,
+} from 'node:fs';
+import { endianness } from 'node:os';
+import { join, resolve } from 'node:path';
 import { MindeyeError } from '../errors.ts';
-import { nowMs, type PipelineEvent, type RunInfo } from '../events.ts';
-import { readNifti, writeNifti } from '../io/nifti.ts';
-import type { Source, SourceEvent } from '../ingest/source.ts';
+import type { PipelineEvent, RunInfo, TrialSpec, Volume } from '../events.ts';
+import { encodeNifti, encodeNiftiHeader, type NiftiWriteOptions } from '../io/nifti.ts';
+import { logger } from '../log.ts';
+import type { ProcessingOptions } from './options.ts';
 
-export const RECORD_FORMAT = 'mindeye-rt-record/1';
+export const RECORD_FORMAT = 'mindeye-rt-record/2';
+/** Older records (float32 .nii.gz volumes, no epoch times) are still read. */
+const READABLE_FORMATS = [RECORD_FORMAT, 'mindeye-rt-record/1'];
+const VOLUME_FILE = /^vol_(\d{6})\.nii(\.gz)?$/;
 
+export type RecordedDtype = 'int16' | 'uint16' | 'float32';
+
+/** A volume line of events.jsonl. */
+export interface RecordedVolume {
+  type: 'volume';
+  volIdx: number;
+  acqTimeSec: number;
+  /** Receive time on the recording process's monotonic clock (not comparable across restarts). */
+  receivedAtMs: number;
+  /** Receive time in ms since the Unix epoch (comparable across restarts). */
+  receivedAtEpochMs?: number;
+  sourceId: string;
+  /** Path relative to the record directory. */
+  file?: string;
+  dtype?: RecordedDtype;
+  recordedAtEpochMs?: number;
+}
+
+export interface RecordMeta {
+  processing?: ProcessingOptions;
+  modelDir?: string;
+  /** Command that wrote the record (watch, serve, replay). */
+  command?: string;
+}
+
+/** run.json as stored. */
+export interface SavedRun extends Omit<RunInfo, 'affine'>, RecordMeta {
+  format: string;
+  affine: number[];
+}
+
+export interface JsonLines<T> {
+  lines: T[];
+  /** Line numbers (1-based) that are not valid JSON, the last one included. */
+  invalidLines: number[];
+  /** True when the file ends in a line without its newline (a write cut short). */
+  partialTail: boolean;
+}
+
+/**
+ * Reads a JSON-lines file, skipping lines that do not parse. A last line without its newline is
+ * the trace of a write cut short (a killed process), so it is reported as `partialTail`, not thrown.
+ */
+export function readJsonLines<T = Record<string, unknown>>(file: string): JsonLines<T> {
+  const result: JsonLines<T> = { lines: [], invalidLines: [], partialTail: false };
+  if (!existsSync(file)) return result;
+  const text = readFileSync(file, 'utf8');
+  const rows = text.split('\n');
+  // A complete file ends with '\n', so its last split element is empty.
+  const tail = rows.pop() ?? '';
+  if (tail.length > 0) {
+    result.partialTail = true;
+    result.invalidLines.push(rows.length + 1);
+  }
+  rows.forEach((row, i) => {
+    if (row.trim() === '') return;
+    try {
+      result.lines.push(JSON.parse(row) as T);
+    } catch {
+      result.invalidLines.push(i + 1);
+    }
+  });
+  return result;
+}
+
+/** Returns the volume file name in volumes/ for an index. */
+export function volumeFileName(volIdx: number): string {
+  return `vol_${String(volIdx).padStart(6, '0')}.nii`;
+}
+
+/** Picks the smallest NIfTI datatype that stores every value exactly. */
+export function losslessDtype(data: Float32Array): RecordedDtype {
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i];
+    if (!Number.isInteger(x)) return 'float32';
+    if (x < min) min = x;
+    if (x > max) max = x;
+  }
+  if (min >= -32768 && max <= 32767) return 'int16';
+  if (min >= 0 && max <= 65535) return 'uint16';
+  return 'float32';
+}
+
+/** Encodes a 3D NIfTI; the integer path copies through a typed array (faster than encodeNifti's per-value loop). */
+function encodeVolume(data: Float32Array, opts: NiftiWriteOptions): Uint8Array {
+  if (endianness() !== 'LE' || opts.datatype === 'float32') return encodeNifti(data, opts);
+  const header = encodeNiftiHeader(opts);
+  const values = opts.datatype === 'int16' ? Int16Array.from(data) : Uint16Array.from(data);
+  return Buffer.concat([header, Buffer.from(values.buffer, values.byteOffset, values.byteLength)]);
+}
+
+/** Writes `bytes` to `file` so that a crash leaves either the old state or the whole file. */
+function writeFileAtomic(file: string, bytes: Uint8Array, sync: boolean): void {
+  const tmp = `${file}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, bytes);
+    if (sync) fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
+
+/** Cuts a file back to `length` bytes. */
+function truncateTo(file: string, length: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    ftruncateSync(fd, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Removes a half-written last line (no newline) so that the next append starts a fresh line. */
+function cutPartialLine(file: string): number {
+  if (!existsSync(file)) return 0;
+  const bytes = readFileSync(file);
+  if (bytes.length === 0 || bytes[bytes.length - 1] === 0x0a) return 0;
+  const keep = bytes.lastIndexOf(0x0a) + 1;
+  truncateTo(file, keep);
+  return bytes.length - keep;
+}
+
+/** Volume indices recorded in volumes/ (complete files only: temp files end in .tmp). */
+export function recordedVolumeFiles(dir: string): Map<number, string> {
+  const files = new Map<number, string>();
+  const volumesDir = join(dir, 'volumes');
+  if (!existsSync(volumesDir)) return files;
+  for (const name of readdirSync(volumesDir).sort()) {
+    const match = VOLUME_FILE.exec(name);
+    if (match) files.set(Number(match[1]), `volumes/${name}`);
+  }
+  return files;
+}
+
+/**
+ * Writes a session record. The volume write-ahead goes through `writeVolume`, which the session
+ * calls before the pipeline sees the volume; every other event goes through `onEvent`.
+ *
+ * On an existing record it repairs what a killed process left (a temp volume file, a partial
+ * last line, betas without their trial line) and appends; `repairs` lists what it did.
+ * Events derived from volumes that the record already has (volIdx <= `resumedThrough`) are not
+ * written again when the resumed session re-runs them.
+ */
 export class SessionRecorder {
+  readonly repairs: string[] = [];
   private info?: RunInfo;
   private betaRows = 0;
   private readonly trialStarts = new Map<number, number>();
+  private readonly recordedVolumes: Set<number>;
+  private readonly recordedTrials = new Set<number>();
+  private readonly announcedTrials = new Set<number>();
+  private readonly recordedGaps = new Set<number>();
+  private resumedThrough = -1;
+  private readonly eventsFd: number;
+  private readonly log = logger.child({ stage: 'record' });
 
-  constructor(private readonly dir: string) {
+  private readonly meta: RecordMeta;
+
+  constructor(private readonly dir: string, meta: RecordMeta = {}) {
+    // Absolute paths, so that a replay from another working directory finds the mask and model.
+    const maskFile = meta.processing?.maskFile;
+    const motionReference = meta.processing?.motionReference;
+    this.meta = {
+      ...meta,
+      modelDir: meta.modelDir !== undefined ? resolve(meta.modelDir) : undefined,
+      processing: meta.processing && {
+        ...meta.processing,
+        maskFile: maskFile !== undefined ? resolve(maskFile) : undefined,
+        motionReference: typeof motionReference === 'string' ? resolve(motionReference) : motionReference ?? 0,
+      },
+    };
     mkdirSync(join(dir, 'volumes'), { recursive: true });
     mkdirSync(join(dir, 'frames'), { recursive: true });
-    if (existsSync(join(dir, 'trials.jsonl'))) {
-      this.betaRows = readFileSync(join(dir, 'trials.jsonl'), 'utf8').split('\n').filter(Boolean).length;
+    this.repair();
+    this.recordedVolumes = new Set(recordedVolumeFiles(dir).keys());
+    const trials = readJsonLines<{ trialId: number }>(join(dir, 'trials.jsonl'));
+    this.betaRows = trials.lines.length;
+    for (const t of trials.lines) this.recordedTrials.add(t.trialId);
+    for (const e of readJsonLines<{ type: string; trial?: TrialSpec; volIdx?: number }>(join(dir, 'events.jsonl')).lines) {
+      if (e.type === 'trial-added' && e.trial) this.announcedTrials.add(e.trial.trialId);
+      if (e.type === 'gap' && typeof e.volIdx === 'number') this.recordedGaps.add(e.volIdx);
     }
+    this.resumedThrough = Math.max(-1, ...this.recordedVolumes, ...this.recordedGaps);
+    this.eventsFd = openSync(join(dir, 'events.jsonl'), 'a');
+    this.appendEvent({
+      type: 'record-start', format: RECORD_FORMAT, pid: process.pid, command: meta.command,
+      resumed: this.recordedVolumes.size > 0, volumesInRecord: this.recordedVolumes.size,
+    });
+  }
+
+  /** Highest volume or gap index the record held when this recorder opened it (-1 for a new record). */
+  get resumedThroughIdx(): number {
+    return this.resumedThrough;
+  }
+
+  private repair(): void {
+    const volumesDir = join(this.dir, 'volumes');
+    for (const name of readdirSync(volumesDir)) {
+      if (!name.endsWith('.tmp')) continue;
+      unlinkSync(join(volumesDir, name));
+      this.repairs.push(`removed ${name}, a volume whose write was cut short`);
+    }
+    for (const name of ['events.jsonl', 'trials.jsonl']) {
+      const cut = cutPartialLine(join(this.dir, name));
+      if (cut > 0) this.repairs.push(`removed a half-written last line of ${name} (${cut} bytes)`);
+    }
+    // betas_final.f32 is appended before its trials.jsonl line, so extra bytes are a row whose line was never written.
+    const betasFile = join(this.dir, 'betas_final.f32');
+    const trials = readJsonLines<{ voxels?: number }>(join(this.dir, 'trials.jsonl')).lines;
+    if (existsSync(betasFile)) {
+      const voxels = trials[0]?.voxels ?? 0;
+      const expectedBytes = trials.length * voxels * 4;
+      const size = statSync(betasFile).size;
+      if (size > expectedBytes) {
+        truncateTo(betasFile, expectedBytes);
+        this.repairs.push(`removed ${size - expectedBytes} bytes of betas_final.f32 without a trials.jsonl line`);
+      }
+    }
+    for (const repair of this.repairs) this.log.warn({ dir: this.dir }, `record repaired: ${repair}`);
+  }
+
+  /**
+   * Writes a received volume to disk (the write-ahead). Returns false when the record already
+   * had it (a resumed session re-running recorded volumes).
+   */
+  writeVolume(e: Volume): boolean {
+    if (this.recordedVolumes.has(e.volIdx)) return false;
+    const name = volumeFileName(e.volIdx);
+    const dtype = losslessDtype(e.data);
+    const voxelSizeMm = [0, 1, 2].map((c) => Math.hypot(e.affine[c], e.affine[4 + c], e.affine[8 + c])) as [number, number, number];
+    const bytes = encodeVolume(e.data, { shape: e.shape, voxelSizeMm, trSec: this.info?.trSec, affine: e.affine, datatype: dtype, description: `mindeye-rt volume ${e.volIdx}` });
+    writeFileAtomic(join(this.dir, 'volumes', name), bytes, true);
+    this.recordedVolumes.add(e.volIdx);
+    this.appendEvent({
+      type: 'volume', volIdx: e.volIdx, acqTimeSec: e.acqTimeSec, receivedAtMs: e.receivedAtMs,
+      receivedAtEpochMs: performance.timeOrigin + e.receivedAtMs, sourceId: e.sourceId, file: `volumes/${name}`, dtype,
+    } satisfies RecordedVolume);
+    fdatasyncSync(this.eventsFd);
+    return true;
   }
 
   onEvent(e: PipelineEvent): void {
@@ -39,86 +286,177 @@ export class SessionRecorder {
       case 'run-info': {
         this.info = e;
         for (const t of e.trials ?? []) this.trialStarts.set(t.trialId, t.onsetSec);
-        writeFileSync(join(this.dir, 'run.json'), JSON.stringify({ format: RECORD_FORMAT, ...e, affine: Array.from(e.affine) }, null, 2));
+        const runFile = join(this.dir, 'run.json');
+        // A resumed session keeps the first process's run.json: it describes the whole record.
+        if (existsSync(runFile)) break;
+        const saved: SavedRun = { format: RECORD_FORMAT, ...e, affine: Array.from(e.affine), ...this.meta };
+        writeFileAtomic(runFile, Buffer.from(JSON.stringify(saved, null, 2) + '\n'), true);
         break;
       }
-      case 'volume': {
-        const file = join(this.dir, 'volumes', `vol_${String(e.volIdx).padStart(6, '0')}.nii.gz`);
-        const voxelSizeMm = [0, 1, 2].map((c) => Math.hypot(e.affine[c], e.affine[4 + c], e.affine[8 + c])) as [number, number, number];
-        writeNifti(file, e.data, { shape: e.shape, voxelSizeMm, trSec: this.info?.trSec, affine: e.affine, datatype: 'float32', gzipLevel: 1 });
-        this.appendEvent({ type: 'volume', volIdx: e.volIdx, acqTimeSec: e.acqTimeSec, receivedAtMs: e.receivedAtMs, sourceId: e.sourceId });
+      case 'volume':
+        // Written by writeVolume, which the session calls before the bus sees the volume.
         break;
-      }
+      case 'trial-added':
+        this.trialStarts.set(e.trial.trialId, e.trial.onsetSec);
+        if (this.announcedTrials.has(e.trial.trialId)) break;
+        this.announcedTrials.add(e.trial.trialId);
+        this.appendEvent(e);
+        break;
       case 'masked-volume': {
+        if (e.volIdx <= this.resumedThrough) break;
         const { values: _values, ...rest } = e;
         this.appendEvent(rest);
         break;
       }
       case 'trial-estimate': {
         const { betas, normalizedBetas: _n, ...rest } = e;
-        this.appendEvent(rest);
-        if (e.final) {
-          appendFileSync(join(this.dir, 'betas_final.f32'), Buffer.from(Float32Array.from(betas).buffer));
-          appendFileSync(join(this.dir, 'trials.jsonl'), JSON.stringify({
+        if (e.final && !this.recordedTrials.has(e.trialId)) {
+          this.appendBytes('betas_final.f32', Buffer.from(Float32Array.from(betas).buffer));
+          this.appendBytes('trials.jsonl', Buffer.from(JSON.stringify({
             trialId: e.trialId, stimulusId: e.stimulusId, onsetSec: this.trialStarts.get(e.trialId), volIdx: e.volIdx, row: this.betaRows, voxels: betas.length,
-          }) + '\n');
+          }) + '\n'));
+          this.recordedTrials.add(e.trialId);
           this.betaRows++;
         }
+        if (e.volIdx > this.resumedThrough) this.appendEvent(rest);
         break;
       }
       case 'decoded': {
+        if (e.volIdx <= this.resumedThrough) break;
         const { retrievalEmbedding: _r, priorEmbedding: _p, lowLevelLatents: _l, ...rest } = e;
         this.appendEvent(rest);
         break;
       }
       case 'frame': {
+        if (e.volIdx <= this.resumedThrough) break;
         const { image, ...rest } = e;
         const ext = e.mime === 'image/webp' ? 'webp' : e.mime === 'image/png' ? 'png' : 'jpg';
         const name = `trial_${String(e.trialId).padStart(4, '0')}_${e.kind}${e.provisional ? '-provisional' : ''}_${String(e.step).padStart(2, '0')}.${ext}`;
-        writeFileSync(join(this.dir, 'frames', name), image);
+        writeFileAtomic(join(this.dir, 'frames', name), image, false);
         this.appendEvent({ ...rest, file: `frames/${name}` });
         break;
       }
+      case 'stage-timing':
+      case 'warning':
+        if ((e.volIdx ?? Infinity) <= this.resumedThrough) break;
+        this.appendEvent(e);
+        break;
+      case 'gap':
+        if (this.recordedGaps.has(e.volIdx)) break;
+        this.recordedGaps.add(e.volIdx);
+        this.appendEvent(e);
+        break;
       default:
         this.appendEvent(e);
     }
   }
 
+  /** Appends a line that is not a pipeline event (feedback triggers, resume notes). */
+  note(line: { type: string } & Record<string, unknown>): void {
+    this.appendEvent(line);
+  }
+
+  close(): void {
+    closeSync(this.eventsFd);
+  }
+
   private appendEvent(e: object): void {
-    appendFileSync(join(this.dir, 'events.jsonl'), JSON.stringify(e) + '\n');
+    // One write call per line, so a kill leaves at most the last line incomplete.
+    writeSync(this.eventsFd, JSON.stringify({ ...e, recordedAtEpochMs: Date.now() }) + '\n');
+  }
+
+  private appendBytes(name: string, bytes: Uint8Array): void {
+    const fd = openSync(join(this.dir, name), 'a');
+    try {
+      writeSync(fd, bytes);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
-/** Replays a recording's volumes with its run-info (trials, TR, motion decision). */
-export function recordSource(dir: string): Source {
+/** What a record holds, read back for replay and resume. */
+export interface RecordContents {
+  dir: string;
+  run: SavedRun;
+  /** The run-info event as recorded (affine as Float64Array). */
+  info: RunInfo;
+  /** Volume files by index, with their events.jsonl line when it was written. */
+  volumes: { volIdx: number; file: string; line?: RecordedVolume }[];
+  /** Every events.jsonl line in order. */
+  events: ({ type: string; recordedAtEpochMs?: number } & Record<string, unknown>)[];
+  /** Final trials recorded in trials.jsonl, by trial id. */
+  finalTrials: Map<number, { trialId: number; stimulusId: string; row: number; voxels: number }>;
+  /** Trials announced during the run (feedback channel), in order. */
+  announcedTrials: TrialSpec[];
+  /** Gaps recorded, by index. */
+  gaps: Set<number>;
+  /** Time of the last line written, ms since the epoch (undefined for records without it). */
+  lastWrittenEpochMs?: number;
+  /** Problems found while reading (partial last lines, volume files without a line). */
+  problems: string[];
+}
+
+/** Reads a record back; throws CLI_USAGE when `dir` is not a mindeye-rt record. */
+export function readRecord(dir: string): RecordContents {
   const runFile = join(dir, 'run.json');
   if (!existsSync(runFile)) {
-    throw new MindeyeError('CLI_USAGE', 'Not a mindeye-rt recording: run.json is missing.', {
-      file: runFile, field: '--record', fix: 'pass a directory written by --record-to',
+    throw new MindeyeError('CLI_USAGE', 'Not a mindeye-rt session record: run.json is missing.', {
+      file: runFile, field: '--record', fix: 'pass a directory written by --record-to (watch and serve write sessions/<date-time>/)',
     });
   }
-  const saved = JSON.parse(readFileSync(runFile, 'utf8')) as Omit<RunInfo, 'affine'> & { affine: number[]; format: string };
-  if (saved.format !== RECORD_FORMAT) {
-    throw new MindeyeError('CLI_USAGE', 'Unsupported recording format.', { file: runFile, field: 'format', value: saved.format, expected: RECORD_FORMAT, fix: 'record the session again with this version' });
+  let run: SavedRun;
+  try {
+    run = JSON.parse(readFileSync(runFile, 'utf8')) as SavedRun;
+  } catch (err) {
+    throw new MindeyeError('CLI_USAGE', 'The record\'s run.json is not valid JSON.', {
+      file: runFile, field: 'run.json', value: (err as Error).message, fix: 'restore run.json from a backup, or record the session again',
+    });
   }
-  const files = readdirSync(join(dir, 'volumes')).filter((f) => /^vol_\d{6}\.nii\.gz$/.test(f)).sort();
-  return (ctx) => new Observable<SourceEvent>((subscriber) => {
-    let stopped = false;
-    (async () => {
-      const { format: _f, ...rest } = saved;
-      subscriber.next({ ...rest, type: 'run-info', runId: ctx.runId, affine: Float64Array.from(saved.affine), source: `recording ${dir} (${saved.source})` });
-      for (const f of files) {
-        const volIdx = Number(f.slice(4, 10));
-        await ctx.pacing.waitTurn(volIdx, saved.trSec);
-        if (stopped) return;
-        const img = readNifti(join(dir, 'volumes', f));
-        subscriber.next({
-          type: 'volume', runId: ctx.runId, volIdx, acqTimeSec: volIdx * saved.trSec, receivedAtMs: nowMs(),
-          shape: img.header.shape, affine: img.header.affine, data: img.data, sourceId: join(dir, 'volumes', f),
-        });
-      }
-      subscriber.complete();
-    })().catch((err) => subscriber.error(err));
-    return () => { stopped = true; };
-  });
+  if (!READABLE_FORMATS.includes(run.format)) {
+    throw new MindeyeError('CLI_USAGE', 'Unsupported record format.', {
+      file: runFile, field: 'format', value: run.format, expected: READABLE_FORMATS.join(' or '), fix: 'record the session again with this version',
+    });
+  }
+  if (!Array.isArray(run.affine) || run.affine.length !== 16 || !Array.isArray(run.shape) || !(run.trSec >= 0)) {
+    throw new MindeyeError('CLI_USAGE', 'The record\'s run.json lacks the grid or the TR.', {
+      file: runFile, field: 'affine/shape/trSec', value: JSON.stringify({ shape: run.shape, trSec: run.trSec }),
+      expected: 'shape [x, y, z], trSec >= 0 and a 16-value affine', fix: 'record the session again',
+    });
+  }
+  const problems: string[] = [];
+  const eventsFile = join(dir, 'events.jsonl');
+  const events = readJsonLines<RecordContents['events'][number]>(eventsFile);
+  if (events.partialTail) problems.push(`${eventsFile}: the last line is incomplete (the recording process was killed while writing it); it was skipped`);
+  const otherInvalid = events.invalidLines.filter((n, i) => !(events.partialTail && i === 0));
+  if (otherInvalid.length > 0) problems.push(`${eventsFile}: ${otherInvalid.length} line(s) are not valid JSON and were skipped (line ${otherInvalid.slice(0, 5).join(', ')})`);
+
+  const volumeLines = new Map<number, RecordedVolume>();
+  const gaps = new Set<number>();
+  const announcedTrials: TrialSpec[] = [];
+  for (const e of events.lines) {
+    if (e.type === 'volume') volumeLines.set(Number(e.volIdx), e as unknown as RecordedVolume);
+    else if (e.type === 'gap') gaps.add(Number(e.volIdx));
+    else if (e.type === 'trial-added' && e.trial) announcedTrials.push(e.trial as TrialSpec);
+  }
+  const volumes = [...recordedVolumeFiles(dir)].sort((a, b) => a[0] - b[0]).map(([volIdx, file]) => ({ volIdx, file, line: volumeLines.get(volIdx) }));
+  const unlisted = volumes.filter((v) => v.line === undefined).map((v) => v.volIdx);
+  if (unlisted.length > 0 && run.format === RECORD_FORMAT) {
+    problems.push(`volume(s) ${unlisted.join(', ')} have a file but no events.jsonl line (killed between the two writes): their receive time is unknown`);
+  }
+  const trials = readJsonLines<{ trialId: number; stimulusId: string; row: number; voxels: number }>(join(dir, 'trials.jsonl'));
+  if (trials.partialTail) problems.push(`${join(dir, 'trials.jsonl')}: the last line is incomplete; it was skipped`);
+  const lastWrittenEpochMs = [...events.lines].reverse().find((e) => typeof e.recordedAtEpochMs === 'number')?.recordedAtEpochMs;
+  const { format: _format, processing: _p, modelDir: _m, command: _c, ...info } = run;
+  return {
+    dir, run, events: events.lines, volumes, gaps, announcedTrials, lastWrittenEpochMs, problems,
+    info: { ...info, type: 'run-info', affine: Float64Array.from(run.affine) },
+    finalTrials: new Map(trials.lines.map((t) => [t.trialId, t])),
+  };
+}
+
+/** Returns the record's run.json when `dir` holds one (a session to resume), else undefined. */
+export function existingRecord(dir: string | undefined): RecordContents | undefined {
+  if (dir === undefined || !existsSync(join(dir, 'run.json'))) return undefined;
+  return readRecord(dir);
 }

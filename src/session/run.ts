@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { readF32 } from '../decode/manifest.ts';
 import { Subject, tap, type Observable } from 'rxjs';
 import { MindeyeError } from '../errors.ts';
-import { nowMs, type PipelineEvent, type RunInfo, type Decoded, type TrialSpec } from '../events.ts';
+import { nowMs, type PipelineEvent, type RunInfo, type Decoded, type TrialSpec, type Volume } from '../events.ts';
 import { Pacer } from '../ingest/pacing.ts';
 import { formatSpeed, type Source, type Speed } from '../ingest/source.ts';
 import { logger } from '../log.ts';
@@ -52,6 +52,13 @@ export interface SessionConfig {
   signal?: AbortSignal;
   /** Trials announced during the run (stimulus onsets from the feedback input channel). */
   trials$?: Observable<TrialSpec>;
+  /**
+   * Write-ahead for received volumes (the session record): called with each volume before the
+   * bus and the pipeline see it. A throw is reported as a warning and the volume is still processed.
+   */
+  writeAhead?(volume: Volume): void;
+  /** Adds fields to the report before it is written (the resume section, the recorded speed). */
+  amendReport?(report: RunReport): void;
 }
 
 function loadHrfLibrary(model: LoadedModel) {
@@ -137,6 +144,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
         }
         log.info({ source: e.source, trSec: e.trSec, shape: e.shape, volumes: e.expectedVolumes, trials: e.trials?.length, motion: motionOn }, 'run started');
       }
+      if (e.type === 'volume' && config.writeAhead) writeAheadOrWarn(config.writeAhead, e, publish, log);
       publish(e);
     }),
   );
@@ -215,8 +223,20 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
     speed: formatSpeed(config.speed),
     ...(collector.info?.simulated ? { simulated: true } : {}),
   }, endedAtMs - startedMs);
+  config.amendReport?.(report);
   if (config.reportFile) writeFileSync(config.reportFile, JSON.stringify(report, null, 2) + '\n');
   log.info({ volumes: collector.volumesProcessed, trials: collector.finalDecoded.size, aborted }, aborted ? 'run stopped' : 'run ended');
   bus.complete();
   return { runId, aborted, report, collector, model };
+}
+
+/** Runs the write-ahead for a volume; a failure (disk full, folder removed) becomes a warning on the bus. */
+function writeAheadOrWarn(writeAhead: (v: Volume) => void, volume: Volume, publish: (e: PipelineEvent) => void, log: typeof logger): void {
+  try {
+    writeAhead(volume);
+  } catch (err) {
+    const message = `volume ${volume.volIdx} could not be recorded, so the session record lacks it: ${(err as Error).message}`;
+    log.error({ err, volIdx: volume.volIdx }, message);
+    publish({ type: 'warning', runId: volume.runId, kind: 'other', volIdx: volume.volIdx, code: 'RECORD_WRITE_FAILED', message });
+  }
 }

@@ -1,0 +1,200 @@
+// A live watch session killed with SIGKILL at several points and restarted on its record: nothing
+// it received is lost, the files that arrived while it was down are taken in order, and the final
+// report covers every trial. A replay of the record gives the live run's final betas.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encodeNifti, readNifti } from '../../src/io/nifti.ts';
+import { readJsonLines, readRecord } from '../../src/session/record.ts';
+import { HAXBY_MASK, haxbyRun, ROOT } from '../helpers/data.ts';
+
+const CLI = join(ROOT, 'bin/mindeye-rt.js');
+const ENV = { ...process.env, MINDEYE_LOG_LEVEL: 'error' };
+const RUN = haxbyRun(4);
+const VOLUMES = 121;
+
+let dir: string;
+let model: string;
+let volumeBytes: Uint8Array[];
+let sourceData: Float32Array[];
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'crash-resume-'));
+  model = join(dir, 'model');
+  const fitArgs = ['fit', '--mask', HAXBY_MASK, '--out', model, '--window-sec', '30'];
+  for (const r of [1, 2]) fitArgs.push('--bids', haxbyRun(r).bold, '--events', haxbyRun(r).events);
+  const fit = spawnSync(process.execPath, [CLI, ...fitArgs], { encoding: 'utf8', env: ENV });
+  assert.equal(fit.status, 0, fit.stderr);
+  // One int16 NIfTI per volume, as a scanner's real-time export writes them.
+  const img = readNifti(RUN.bold);
+  const n = img.header.shape[0] * img.header.shape[1] * img.header.shape[2];
+  sourceData = [];
+  volumeBytes = [];
+  for (let t = 0; t < VOLUMES; t++) {
+    const data = img.data.slice(t * n, (t + 1) * n);
+    sourceData.push(data);
+    volumeBytes.push(encodeNifti(data, { shape: img.header.shape, voxelSizeMm: img.header.voxelSizeMm, trSec: img.header.trSec, affine: img.header.affine, datatype: 'int16' }));
+  }
+});
+
+const children: ChildProcess[] = [];
+
+after(() => {
+  // A failed assertion leaves its watch process running; end it before removing its folders.
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Child {
+  process: ChildProcess;
+  stdout: string;
+  stderr: string;
+  exited: Promise<number | null>;
+}
+
+function startWatch(exportDir: string, record: string, report: string): Child {
+  // --include-existing: a file dropped before the watcher starts is taken too (the folder starts empty).
+  const child = spawn(process.execPath, [CLI, 'watch', '--dir', exportDir, '--format', 'nifti', '--include-existing', '--expected-volumes', String(VOLUMES),
+    '--events', RUN.events, '--model', model, '--window-sec', '30', '--motion', 'off', '--gap-timeout-ms', '60000',
+    '--no-dashboard', '--report', report, '--record-to', record], { env: ENV });
+  children.push(child);
+  const result: Child = { process: child, stdout: '', stderr: '', exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+  child.stdout!.on('data', (d) => { result.stdout += d; });
+  child.stderr!.on('data', (d) => { result.stderr += d; });
+  return result;
+}
+
+async function waitFor(what: string, check: () => boolean, child: Child, timeoutMs = 30_000): Promise<void> {
+  const start = Date.now();
+  while (!check()) {
+    if (child.process.exitCode !== null) assert.fail(`the watch process exited (${child.process.exitCode}) while waiting for ${what}: ${child.stderr}`);
+    if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}: ${child.stderr}`);
+    await new Promise((r) => setTimeout(r, 15));
+  }
+}
+
+/** Volume indices with a volume line in events.jsonl. */
+function recordedLines(record: string): number[] {
+  return readJsonLines<{ type: string; volIdx: number }>(join(record, 'events.jsonl')).lines.filter((e) => e.type === 'volume').map((e) => e.volIdx);
+}
+
+function drop(exportDir: string, volIdx: number): void {
+  writeFileSync(join(exportDir, `vol_${String(volIdx).padStart(4, '0')}.nii`), volumeBytes[volIdx]);
+}
+
+/** Drops volumes [from, to) one at a time, each once the session recorded the one before. */
+async function feed(child: Child, exportDir: string, record: string, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i++) {
+    drop(exportDir, i);
+    await waitFor(`volume ${i} in the record`, () => recordedLines(record).includes(i), child);
+  }
+}
+
+async function kill(child: Child): Promise<void> {
+  child.process.kill('SIGKILL');
+  await child.exited;
+}
+
+/** Checks what a killed process left: every volume it logged or processed is on disk, as received. */
+function checkNothingLost(record: string, killedAt: string): void {
+  const contents = readRecord(record);
+  const files = new Set(contents.volumes.map((v) => v.volIdx));
+  for (const idx of recordedLines(record)) assert.ok(files.has(idx), `${killedAt}: volume ${idx} has a line but no file`);
+  const processed = readJsonLines<{ type: string; volIdx: number }>(join(record, 'events.jsonl')).lines.filter((e) => e.type === 'masked-volume');
+  for (const m of processed) assert.ok(files.has(m.volIdx), `${killedAt}: volume ${m.volIdx} was processed but is not in the record`);
+  for (const v of contents.volumes) {
+    const img = readNifti(join(record, v.file));
+    assert.deepEqual(img.data, sourceData[v.volIdx], `${killedAt}: volume ${v.volIdx} is stored as received`);
+  }
+}
+
+test('killed watch session resumes without loss', async () => {
+  const exportDir = join(dir, 'export');
+  mkdirSync(exportDir);
+  const record = join(dir, 'record');
+  const report = join(dir, 'report.json');
+
+  // 1. Killed right after a volume file is dropped.
+  let child = startWatch(exportDir, record, report);
+  await feed(child, exportDir, record, 0, 30);
+  drop(exportDir, 30);
+  await kill(child);
+  checkNothingLost(record, 'kill after a file was dropped');
+  assert.ok(recordedLines(record).length >= 30, 'volumes 0-29 recorded before the first kill');
+
+  // 2. Killed mid-trial (the trial at 122.5 s spans volumes 49-70 with --window-sec 30).
+  child = startWatch(exportDir, record, report);
+  await feed(child, exportDir, record, 31, 61);
+  await kill(child);
+  checkNothingLost(record, 'kill mid-trial');
+  // Files that arrive while the session is down.
+  for (let i = 61; i < 71; i++) drop(exportDir, i);
+
+  // 3. Killed while a burst of volumes is being written and processed.
+  child = startWatch(exportDir, record, report);
+  await waitFor('the volumes that arrived while down', () => recordedLines(record).includes(70), child);
+  for (let i = 71; i < 91; i++) drop(exportDir, i);
+  await waitFor('volume 75 in the record', () => recordedLines(record).includes(75), child);
+  await kill(child);
+  checkNothingLost(record, 'kill during a burst');
+
+  // 4. The last restart runs to the end of the run.
+  const inRecord = readRecord(record).volumes.length;
+  child = startWatch(exportDir, record, report);
+  await feed(child, exportDir, record, 91, VOLUMES);
+  assert.equal(await child.exited, 0, child.stderr);
+  checkNothingLost(record, 'end');
+  assert.match(child.stdout, /resuming the session recorded in/);
+
+  const lines = recordedLines(record);
+  assert.deepEqual([...lines].sort((a, b) => a - b), Array.from({ length: VOLUMES }, (_, i) => i), 'every volume recorded exactly once');
+  assert.deepEqual(lines, [...lines].sort((a, b) => a - b), 'volumes recorded in acquisition order');
+  assert.equal(readRecord(record).volumes.length, VOLUMES);
+  const events = readJsonLines<{ type: string; resumed?: boolean; code?: string }>(join(record, 'events.jsonl')).lines;
+  assert.equal(events.filter((e) => e.type === 'record-start').length, 4, 'one record-start line per process');
+  assert.equal(events.filter((e) => e.type === 'record-start' && e.resumed).length, 3);
+  assert.equal(events.filter((e) => e.code === 'SESSION_RESUMED').length, 3, 'a resume warning per restart');
+
+  const rep = JSON.parse(readFileSync(report, 'utf8'));
+  assert.equal(rep.summary.volumesReceived, VOLUMES, 'the report counts volumes from the record and the live input');
+  assert.equal(rep.summary.volumesProcessed, VOLUMES);
+  assert.equal(rep.run.trialCount, 8);
+  assert.deepEqual(rep.trials.map((t: { trialId: number }) => t.trialId), [0, 1, 2, 3, 4, 5, 6, 7], 'the report covers every trial');
+  for (const t of rep.trials) assert.ok(Number.isInteger(t.final.retrievalRank), `trial ${t.trialId} decoded`);
+  assert.equal(rep.resume.volumesFromRecord, inRecord, 'the volumes recorded before the last kill came from the record');
+  assert.deepEqual(rep.resume.recordVolumeRange, [0, inRecord - 1]);
+  assert.equal(rep.resume.firstLiveVolIdx, inRecord);
+  assert.deepEqual(rep.resume.volumesMissed, []);
+  assert.equal(rep.resume.earlierResumes, 2);
+  assert.ok(rep.resume.downtimeSec >= 0, 'downtime reported');
+  assert.equal(rep.resume.liveDuplicatesDropped, 0, 'the watcher skips recorded files before decoding them into volumes');
+
+  const trials = readJsonLines<{ trialId: number; row: number }>(join(record, 'trials.jsonl')).lines;
+  assert.deepEqual(trials.map((t) => t.trialId).sort(), [0, 1, 2, 3, 4, 5, 6, 7], 'one final estimate per trial');
+  const voxels = readFileSync(join(record, 'betas_final.f32')).byteLength / 4 / trials.length;
+  assert.ok(Number.isInteger(voxels), 'betas_final.f32 holds whole rows');
+
+  // The record replays to the same final betas as the live session (including the resumes).
+  const replayReport = join(dir, 'replay.json');
+  const replayRecord = join(dir, 'replayed');
+  const replay = spawnSync(process.execPath, [CLI, 'replay', '--record', record, '--speed', 'max', '--no-dashboard', '--report', replayReport,
+    '--record-to', replayRecord], { encoding: 'utf8', env: ENV });
+  assert.equal(replay.status, 0, replay.stderr);
+  const liveBetas = new Float32Array(readFileSync(join(record, 'betas_final.f32')).buffer.slice(0));
+  const replayBetas = new Float32Array(readFileSync(join(replayRecord, 'betas_final.f32')).buffer.slice(0));
+  const replayTrials = readJsonLines<{ trialId: number; row: number }>(join(replayRecord, 'trials.jsonl')).lines;
+  assert.equal(replayTrials.length, 8);
+  for (const t of trials) {
+    const other = replayTrials.find((r) => r.trialId === t.trialId)!;
+    const a = liveBetas.subarray(t.row * voxels, (t.row + 1) * voxels);
+    const b = replayBetas.subarray(other.row * voxels, (other.row + 1) * voxels);
+    const scale = Math.max(...Array.from(a, Math.abs));
+    const maxDiff = Math.max(...Array.from(a, (x, i) => Math.abs(x - b[i])));
+    assert.ok(maxDiff <= 1e-4 * scale, `trial ${t.trialId}: replayed betas differ by ${maxDiff} (largest beta ${scale})`);
+  }
+  const rep2 = JSON.parse(readFileSync(replayReport, 'utf8'));
+  assert.deepEqual(rep2.trials.map((t: { final: { retrievalRank: number } }) => t.final.retrievalRank), rep.trials.map((t: { final: { retrievalRank: number } }) => t.final.retrievalRank));
+});
