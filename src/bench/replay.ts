@@ -11,14 +11,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { takeWhile } from 'rxjs';
+import { finalize, takeWhile } from 'rxjs';
 import WebSocket from 'ws';
 import { DEMO_MODEL_DIR, REPO_ROOT, demoSimulation, simulatedRunIsCurrent } from '../demo/prepare.ts';
 import type { Device } from '../decode/ort.ts';
 import type { Frame, PipelineEvent, StageTiming, TrialEstimate, TrialSpec } from '../events.ts';
 import { LazyImgBrick } from '../ingest/stimuli.ts';
 import { nsdSource } from '../ingest/nsd.ts';
-import type { Source, Speed } from '../ingest/source.ts';
+import type { Source, SourceEvent, Speed } from '../ingest/source.ts';
 import { logger } from '../log.ts';
 import { DEFAULT_PROCESSING } from '../session/options.ts';
 import type { RunReport } from '../session/report.ts';
@@ -41,6 +41,8 @@ export interface ReplayOptions {
   onVolume?(volIdx: number, total: number | undefined): void;
   /** Called once the source ended and the rest of the pipeline drains. */
   onSourceEnd?(): void;
+  /** Called before the run is simulated into .cache/ (the first replay on a grid). */
+  onSimulate?(): void;
 }
 
 export interface MaskedRow {
@@ -70,29 +72,31 @@ export interface ReplayCapture {
 }
 
 /** Simulates the demo's first test run into .cache/ on the first call for a grid; returns its source. */
-async function benchRun(grid: Grid) {
+async function benchRun(grid: Grid, onSimulate?: () => void) {
   const sim = demoSimulation(DEMO_MODEL_DIR);
   const { planRuns, simulateDataset, runPaths } = await import('../sim/dataset.ts');
   const root = join(REPO_ROOT, '.cache', `bench-${grid}-seed${sim.seed}`);
   const target = planRuns(sim.sessions, sim.runsPerSession, sim.testRuns).filter((p) => p.split === 'test')[0];
   if (!(await simulatedRunIsCurrent(root, runPaths(root, target.session, target.run).timeseries))) {
+    onSimulate?.();
     await simulateDataset({ out: root, grid, sessions: sim.sessions, runsPerSession: sim.runsPerSession, testRuns: sim.testRuns, seed: sim.seed, only: 'test', runs: 1 });
   }
   return nsdSource({ root, subject: 1, session: target.session, run: target.run });
 }
 
-/** Ends a source after `maxVolumes` volumes, so that the pipeline drains as at a run's end. */
+/**
+ * Ends a source right after its volume `maxVolumes - 1`, without waiting for the next one, so
+ * that the pipeline drains as at a run's end.
+ */
 function truncated(source: Source, maxVolumes: number | undefined, onEnd: () => void): Source {
   return (ctx) => {
     const events$ = source(ctx);
     if (maxVolumes === undefined) return events$;
-    return events$.pipe(takeWhile((e) => {
-      if (e.type === 'volume' && e.volIdx >= maxVolumes) {
-        onEnd();
-        return false;
-      }
-      return true;
-    }));
+    const isLast = (e: SourceEvent) => e.type === 'volume' && e.volIdx >= maxVolumes - 1;
+    return events$.pipe(
+      takeWhile((e) => !isLast(e), true),
+      finalize(onEnd),
+    );
   };
 }
 
@@ -132,7 +136,7 @@ async function startViewedDashboard(events: { subscribe(fn: (e: PipelineEvent) =
 
 /** Replays the demo run once and returns its report with everything bench records beside it. */
 export async function replayDemo(opts: ReplayOptions): Promise<ReplayCapture> {
-  const nsd = await benchRun(opts.grid);
+  const nsd = await benchRun(opts.grid, opts.onSimulate);
   const stimuli = new LazyImgBrick(nsd.paths.stimuli);
   const useModel = opts.grid === 'epi' ? (opts.modelDir ?? DEMO_MODEL_DIR) : undefined;
   const timings: StageTiming[] = [];

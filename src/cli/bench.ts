@@ -139,6 +139,7 @@ export async function run(argv: string[]): Promise<number> {
   const maxSpeed = await replayDemo({
     grid, speed: { kind: 'max' }, device, modelDir, maxVolumes, dashboard,
     onVolume: progressPrinter('max-speed replay'),
+    onSimulate: () => process.stderr.write(`simulating the demo's test run on the ${grid} grid into .cache/ (first run only)\n`),
     onSourceEnd: () => process.stderr.write('max-speed replay: all volumes read; finishing decode and render\n'),
   });
   const hasModel = grid === 'epi';
