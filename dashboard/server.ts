@@ -32,6 +32,7 @@ import { TOKEN_COOKIE, checkToken, isLoopbackAddress, tokenSources } from './aut
 import { DEFAULT_LIMITS, type ChannelLimits } from './clients.ts';
 import { FeedbackHub, type FeedbackInput } from './feedback.ts';
 import { ViewerHub } from './viewers.ts';
+import { limitMessageBytes } from './ws-limit.ts';
 
 export type { FeedbackInput, StimulusOnsetInput, TriggerInput } from './feedback.ts';
 
@@ -84,6 +85,11 @@ export interface DashboardHandle {
 }
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
+/** Largest message accepted on /stream and /feedback, and largest request body. */
+const PAGE_MAX_MESSAGE_BYTES = 64 * 1024;
+
+/** A plugin that serves a WebSocket route with larger messages states their maximum here. */
+export type WebSocketPlugin = FastifyPluginAsync & { maxMessageBytes?: number };
 const STATUS_POLL_MS = 1000;
 const CONTROL_ACTIONS = ['start', 'pause', 'resume', 'stop', 'speed'] as const;
 type ControlAction = (typeof CONTROL_ACTIONS)[number];
@@ -101,9 +107,18 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: 64 * 1024,
+    bodyLimit: PAGE_MAX_MESSAGE_BYTES,
   });
-  await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+  // One ws server serves every WebSocket route, so its maxPayload is the largest any route
+  // needs (a push plugin's volumes); the page stream and feedback sockets keep 64 KiB each.
+  const pluginMaxPayload = Math.max(0, ...(opts.plugins ?? []).map((p) => (p as WebSocketPlugin).maxMessageBytes ?? 0));
+  await app.register(fastifyWebsocket, { options: { maxPayload: Math.max(PAGE_MAX_MESSAGE_BYTES, pluginMaxPayload) } });
+  const limitPageSocket = (socket: WebSocket, request: FastifyRequest) => {
+    if (pluginMaxPayload <= PAGE_MAX_MESSAGE_BYTES) return;
+    limitMessageBytes(socket, request.socket, PAGE_MAX_MESSAGE_BYTES, (bytes) => {
+      log.warn({ remoteAddress: request.ip, url: request.url.replace(/token=[^&]*/, 'token=***'), bytes }, 'WebSocket message over 64 KiB; connection closed');
+    });
+  };
 
   // Viewing rule for everything but control, which checks its own (stricter) rule.
   app.addHook('onRequest', async (request, reply) => {
@@ -121,10 +136,12 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: 'index.html', cacheControl: false });
 
   app.get('/stream', { websocket: true }, (socket: WebSocket, request: FastifyRequest) => {
+    limitPageSocket(socket, request);
     viewers.add(socket, request.ip);
   });
 
   app.get('/feedback', { websocket: true }, (socket: WebSocket, request: FastifyRequest) => {
+    limitPageSocket(socket, request);
     const sources = tokenSources(request.raw, false);
     const canSend = sources.query !== undefined || sources.bearer !== undefined;
     feedback.add(socket, request.ip, canSend);

@@ -230,7 +230,8 @@ export interface PushStats {
 }
 
 export interface PushIngest {
-  plugin: FastifyPluginAsync;
+  /** The /ingest route; `maxMessageBytes` tells a shared WebSocket server the payload it needs. */
+  plugin: FastifyPluginAsync & { maxMessageBytes: number };
   source: Source;
   stats(): PushStats;
 }
@@ -437,9 +438,16 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     }
   };
 
-  const plugin: FastifyPluginAsync = async (fastify: FastifyInstance) => {
+  const maxMessageBytes = opts.maxMessageBytes ?? 256 * 1024 * 1024;
+  const routes: FastifyPluginAsync = async (fastify: FastifyInstance) => {
     if (!fastify.hasDecorator('websocketServer')) {
-      await fastify.register(websocket, { options: { maxPayload: opts.maxMessageBytes ?? 256 * 1024 * 1024 } });
+      await fastify.register(websocket, { options: { maxPayload: maxMessageBytes } });
+    } else {
+      // A server registered elsewhere (the dashboard) sets maxPayload for every route.
+      const shared = (fastify.websocketServer as { options?: { maxPayload?: number } }).options?.maxPayload ?? 0;
+      if (shared > 0 && shared < maxMessageBytes) {
+        log.warn({ maxPayload: shared, needed: maxMessageBytes }, 'the shared WebSocket server accepts smaller messages than /ingest needs; larger volumes will be closed with 1009');
+      }
     }
     fastify.get(opts.path ?? '/ingest', { websocket: true, preValidation: authenticate }, (socket: WebSocket, request: FastifyRequest) => {
       const remote = `${request.ip}:${request.socket.remotePort ?? ''}`;
@@ -484,5 +492,6 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
       };
     });
 
+  const plugin = Object.assign(routes, { maxMessageBytes });
   return { plugin, source, stats: () => ({ ...stats }) };
 }
