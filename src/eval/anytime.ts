@@ -6,7 +6,7 @@
  * volumes k seen in any decode, every such trial contributes the estimate it had after k
  * volumes: its latest decode that used at most k volumes (a final decode wins a tie). A trial
  * whose window closed before k contributes its final estimate. The last point therefore
- * holds every trial's final estimate, and its `retrievalTop1` equals the summary's
+ * contains every trial's final estimate, and its `retrievalTop1` equals the summary's
  * `retrievalTop1`, because both use the same draws (src/eval/sampling.ts).
  */
 import type { Decoded } from '../events.ts';
@@ -88,7 +88,10 @@ function latestAtMost(sorted: Decoded[], k: number): Decoded | undefined {
 
 /** Formats the curve as a Markdown table for the printed summary. */
 export function anytimeMarkdown(points: readonly AnytimePoint[], candidates?: number): string {
-  const cell = (x: number | undefined, percent: boolean) => (x === undefined ? '' : percent ? `${(x * 100).toFixed(1)}%` : x.toFixed(3));
+  const cell = (x: number | undefined, percent: boolean) => {
+    if (x === undefined) return '';
+    return percent ? `${(x * 100).toFixed(1)}%` : x.toFixed(3);
+  };
   const rows = [
     `| volumes since onset | ${points.map((p) => p.volumesSinceOnset).join(' | ')} |`,
     `|---|${points.map(() => '---:').join('|')}|`,
@@ -148,7 +151,7 @@ export function anytimeSvg(points: readonly AnytimePoint[], opts: { title: strin
   parts.push(`<text x="${left + plotW / 2}" y="${height - 18}" text-anchor="middle">${escapeXml(xLabel)}</text>`);
 
   const series: Array<{ label: string; color: string; dash?: string; values: Array<[number, number]> }> = [
-    { label: 'retrieval top-1', color: '#1f77b4', values: points.filter((p) => p.retrievalTop1 !== undefined).map((p) => [p.volumesSinceOnset, p.retrievalTop1 as number]) },
+    { label: opts.chance ? `retrieval top-1 (N=${Math.round(1 / opts.chance)})` : 'retrieval top-1', color: '#1f77b4', values: points.filter((p) => p.retrievalTop1 !== undefined).map((p) => [p.volumesSinceOnset, p.retrievalTop1 as number]) },
     { label: 'low-level PixCorr', color: '#ff7f0e', values: points.filter((p) => p.pixCorrLowLevel !== undefined).map((p) => [p.volumesSinceOnset, p.pixCorrLowLevel as number]) },
   ];
   if (opts.chance !== undefined) series.push({ label: `chance (1/${Math.round(1 / opts.chance)})`, color: '#7f7f7f', dash: '5 4', values: [[kMin, opts.chance], [kMax, opts.chance]] });

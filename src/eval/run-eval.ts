@@ -97,9 +97,10 @@ function isTestTrial(collector: ReportCollector, trialId: number): boolean {
 }
 
 /**
- * Brain retrieval among N: for each distinct test image in the bank (its first trial), is its
- * own trial's embedding the most similar to the image's bank embedding among N trials (its own
- * and N-1 drawn from the other distinct images' trials)? Ties go to the earlier trial.
+ * Adds brain retrieval top-1 among N. Each distinct test image in the bank is a query, and its
+ * first trial is its true candidate. A draw is a hit when that trial's embedding is the most
+ * similar to the image's bank embedding among N trials of distinct images. Ties go to the
+ * earlier trial.
  */
 function addBrainRetrieval(collector: ReportCollector, bank: NonNullable<LoadedModel['bank']>): void {
   const byImage = new Map<string, Decoded>();
@@ -229,7 +230,8 @@ export function writeAnytimeSvg(report: RunReport, reportFile: string): string |
   const summary = report.summary as { anytime?: AnytimePoint[]; retrievalChance?: number };
   if (!summary.anytime || summary.anytime.length === 0) return undefined;
   const file = join(dirname(reportFile), 'anytime.svg');
-  const title = `Anytime decoding: ${report.run.source.length > 60 ? `${report.run.source.slice(0, 57)}...` : report.run.source}`;
+  const source = report.run.source.length > 60 ? `${report.run.source.slice(0, 57)}...` : report.run.source;
+  const title = `Anytime decoding: ${source}`;
   writeFileSync(file, anytimeSvg(summary.anytime, { title, chance: summary.retrievalChance, trSec: report.run.trSec }));
   return file;
 }

@@ -4,7 +4,7 @@
  * draw is repeated, and the hits are averaged. MindEye draws 30 subsets of 300 test images.
  *
  * A query is summarised by its pool size (candidates including the true one) and by `better`,
- * the number of other candidates that score at least as high as the true one. A draw is a hit
+ * the number of other candidates ranked above the true one. A draw is a hit
  * when none of those `better` candidates is among the N-1 drawn, so only ranks are needed, not
  * the embeddings. Each query draws from its own stream, seeded by (seed, query key), so a
  * query's result does not depend on which other queries are evaluated with it.
@@ -17,7 +17,7 @@ export interface RankedQuery {
   key: number | string;
   /** Candidates in the pool, the true one included. */
   pool: number;
-  /** Other candidates in the pool that score at least as high as the true one. */
+  /** Other candidates ranked above the true one (the caller's ranking decides ties). */
   better: number;
 }
 

@@ -4,7 +4,7 @@ following MindEye's definitions (np.corrcoef between real and reconstruction fea
 correlation distance).
 
 Usage: feature_nets.py OUT_DIR IMAGES.u8 COUNT SIZE
-IMAGES.u8 holds COUNT reconstructions then COUNT ground truths, each SIZE x SIZE x 3 uint8 RGB.
+IMAGES.u8 contains COUNT reconstructions then COUNT ground truths, each SIZE x SIZE x 3 uint8 RGB.
 With COUNT 0 it only writes the networks (IMAGES.u8 is not read).
 Writes static.onnx (input fixed at 1x3xSIZExSIZE), dynamic.onnx (any height and width) and
 gray.onnx (one input channel), and prints the reference values as JSON.

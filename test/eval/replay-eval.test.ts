@@ -42,7 +42,7 @@ test('demo replay report has the evaluation', { skip }, () => {
 
   // One point per volume count 1..7 (the demo's trial window). A trial joins a point once it
   // has an estimate from that many volumes, so under load (a superseded decode) a point can
-  // hold fewer trials, but the last one holds them all.
+  // contain fewer trials, but the last one contains them all.
   const anytime = s.anytime as Point[];
   assert.deepEqual(anytime.map((p) => p.volumesSinceOnset), [1, 2, 3, 4, 5, 6, 7]);
   assert.ok(anytime.every((p) => p.trials <= s.retrievalTrials), 'no point has more trials than the run');
@@ -55,9 +55,11 @@ test('demo replay report has the evaluation', { skip }, () => {
 
   assert.equal(s.featureMetrics.clip.metric, 'two-way');
   assert.equal(s.featureMetrics.clip.images, 63);
-  assert.ok(s.featureMetrics.clip.value >= 0 && s.featureMetrics.clip.value <= 1, `clip ${s.featureMetrics.clip.value}`);
+  assert.ok(s.featureMetrics.clip.value >= 0, `clip ${s.featureMetrics.clip.value}`);
+  assert.ok(s.featureMetrics.clip.value <= 1, `clip ${s.featureMetrics.clip.value}`);
   assert.equal(s.featureMetrics.effnet.metric, 'correlation-distance');
-  assert.ok(s.featureMetrics.effnet.value >= 0 && s.featureMetrics.effnet.value <= 2, `effnet ${s.featureMetrics.effnet.value}`);
+  assert.ok(s.featureMetrics.effnet.value >= 0, `effnet ${s.featureMetrics.effnet.value}`);
+  assert.ok(s.featureMetrics.effnet.value <= 2, `effnet ${s.featureMetrics.effnet.value}`);
 
   assert.match(r.stdout, /\| volumes since onset \| 1 \| 2 \| 3 \| 4 \| 5 \| 6 \| 7 \|/);
   assert.match(r.stdout, /\| retrieval top-1 \(N=100\) \|/);

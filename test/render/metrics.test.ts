@@ -118,3 +118,19 @@ test('Gaussian filter keeps a constant image', () => {
   const out = gaussianFilter(flat, 20, 30);
   assert.ok(out.every((v) => Math.abs(v - 0.25) < 1e-15));
 });
+
+test('one-color image gives NaN PixCorr', async () => {
+  // Pearson correlation is undefined when one image has no variance; the report leaves such values out.
+  const flat: RgbImage = { data: new Uint8Array(425 * 425 * 3).fill(128), width: 425, height: 425 };
+  assert.ok(Number.isNaN(await pixCorr(flat, picture(6))));
+  assert.equal(await ssim(flat, flat), 1);
+});
+
+test('SSIM is symmetric and PixCorr ignores gain', async () => {
+  const a = picture(7);
+  const b = await blurred(a, 4);
+  assert.ok(Math.abs((await ssim(a, b)) - (await ssim(b, a))) < 1e-12);
+  // Halving every pixel changes no correlation, up to 8-bit rounding.
+  const half: RgbImage = { ...a, data: a.data.map((v) => Math.round(v / 2)) };
+  assert.ok(Math.abs((await pixCorr(half, b)) - (await pixCorr(a, b))) < 2e-3);
+});
