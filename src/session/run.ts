@@ -131,6 +131,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   }
 
   let motionOn = false;
+  let volumesNotRecorded = 0;
   const startedMs = nowMs();
   const source$ = config.source({ runId, pacing: pacer }).pipe(
     tap((e) => {
@@ -144,7 +145,10 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
         }
         log.info({ source: e.source, trSec: e.trSec, shape: e.shape, volumes: e.expectedVolumes, trials: e.trials?.length, motion: motionOn }, 'run started');
       }
-      if (e.type === 'volume' && config.writeAhead) writeAheadOrWarn(config.writeAhead, e, publish, log);
+      if (e.type === 'volume' && config.writeAhead && !writeAheadOrWarn(config.writeAhead, e, publish, log)) {
+        if (volumesNotRecorded === 0) collector.problems.push(`the session record lacks volume ${e.volIdx} (and any later one counted in volumesNotRecorded): it could not be written`);
+        volumesNotRecorded++;
+      }
       publish(e);
     }),
   );
@@ -223,6 +227,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
     speed: formatSpeed(config.speed),
     ...(collector.info?.simulated ? { simulated: true } : {}),
   }, endedAtMs - startedMs);
+  if (volumesNotRecorded > 0) report.summary.volumesNotRecorded = volumesNotRecorded;
   config.amendReport?.(report);
   if (config.reportFile) writeFileSync(config.reportFile, JSON.stringify(report, null, 2) + '\n');
   log.info({ volumes: collector.volumesProcessed, trials: collector.finalDecoded.size, aborted }, aborted ? 'run stopped' : 'run ended');
@@ -230,13 +235,21 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   return { runId, aborted, report, collector, model };
 }
 
-/** Runs the write-ahead for a volume; a failure (disk full, folder removed) becomes a warning on the bus. */
-function writeAheadOrWarn(writeAhead: (v: Volume) => void, volume: Volume, publish: (e: PipelineEvent) => void, log: typeof logger): void {
+let writeAheadFailures = 0;
+
+/**
+ * Runs the write-ahead for a volume and returns false when it failed. A failure (disk full, folder removed) becomes a warning on
+ * the bus for every volume, and an error log for the first 10 and then every 100th.
+ */
+function writeAheadOrWarn(writeAhead: (v: Volume) => void, volume: Volume, publish: (e: PipelineEvent) => void, log: typeof logger): boolean {
   try {
     writeAhead(volume);
+    return true;
   } catch (err) {
     const message = `volume ${volume.volIdx} could not be recorded, so the session record lacks it: ${(err as Error).message}`;
-    log.error({ err, volIdx: volume.volIdx }, message);
+    writeAheadFailures++;
+    if (writeAheadFailures <= 10 || writeAheadFailures % 100 === 0) log.error({ err, volIdx: volume.volIdx, failures: writeAheadFailures }, message);
     publish({ type: 'warning', runId: volume.runId, kind: 'other', volIdx: volume.volIdx, code: 'RECORD_WRITE_FAILED', message });
+    return false;
   }
 }
