@@ -198,3 +198,50 @@ test('killed watch session resumes without loss', async () => {
   const rep2 = JSON.parse(readFileSync(replayReport, 'utf8'));
   assert.deepEqual(rep2.trials.map((t: { final: { retrievalRank: number } }) => t.final.retrievalRank), rep.trials.map((t: { final: { retrievalRank: number } }) => t.final.retrievalRank));
 });
+
+test('killed serve session resumes from pushed volumes', async () => {
+  const files = join(dir, 'push-files');
+  mkdirSync(files);
+  for (let i = 0; i < VOLUMES; i++) writeFileSync(join(files, `vol_${String(i).padStart(4, '0')}.nii`), volumeBytes[i]);
+  const fileOf = (i: number) => join(files, `vol_${String(i).padStart(4, '0')}.nii`);
+  const record = join(dir, 'serve-record');
+  const report = join(dir, 'serve-report.json');
+  const startServe = (): Child => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--token', 'test-token', '--events', RUN.events, '--model', model,
+      '--window-sec', '30', '--motion', 'off', '--no-dashboard', '--report', report, '--record-to', record], { env: ENV });
+    children.push(child);
+    const result: Child = { process: child, stdout: '', stderr: '', exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+    child.stdout!.on('data', (d) => { result.stdout += d; });
+    child.stderr!.on('data', (d) => { result.stderr += d; });
+    return result;
+  };
+  const push = async (child: Child, indices: number[], end: boolean) => {
+    await waitFor('the ingest address', () => /ingest at (ws:\/\/[^ ]+\/ingest)/.test(child.stdout), child);
+    const url = /ingest at (ws:\/\/[^ ]+\/ingest)/.exec(child.stdout)![1];
+    const r = spawnSync(process.execPath, [CLI, 'push', '--url', url, '--token', 'test-token', ...(end ? [] : ['--no-end']), ...indices.map(fileOf)],
+      { encoding: 'utf8', env: ENV });
+    assert.equal(r.status, 0, r.stderr);
+  };
+
+  let child = startServe();
+  await push(child, Array.from({ length: 40 }, (_, i) => i), false);
+  await waitFor('volume 39 in the record', () => recordedLines(record).includes(39), child);
+  await kill(child);
+  checkNothingLost(record, 'serve killed');
+
+  // The sender starts over from volume 0 and skips 40-44, which were lost while the server was down.
+  child = startServe();
+  await push(child, [...Array.from({ length: 30 }, (_, i) => i), ...Array.from({ length: VOLUMES - 45 }, (_, i) => 45 + i)], true);
+  assert.equal(await child.exited, 0, child.stderr);
+  checkNothingLost(record, 'serve end');
+  const rep = JSON.parse(readFileSync(report, 'utf8'));
+  assert.equal(rep.resume.volumesFromRecord, 40);
+  assert.equal(rep.resume.liveDuplicatesDropped, 30, 'volumes resent by the sender are not counted twice');
+  assert.deepEqual(rep.resume.volumesMissed, [40, 41, 42, 43, 44], 'volumes lost while down are reported');
+  assert.equal(rep.resume.firstLiveVolIdx, 45);
+  assert.equal(rep.summary.volumesReceived, VOLUMES - 5);
+  assert.equal(rep.trials.length, 8, 'the report covers every trial');
+  const lines = recordedLines(record);
+  assert.deepEqual(lines, [...new Set(lines)], 'no volume recorded twice');
+  assert.equal(lines.length, VOLUMES - 5);
+});
