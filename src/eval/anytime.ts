@@ -115,10 +115,10 @@ function escapeXml(text: string): string {
  * volumes since onset, with chance (1/N) as a dashed line.
  */
 export function anytimeSvg(points: readonly AnytimePoint[], opts: { title: string; chance?: number; trSec?: number }): string {
-  const width = 640;
+  const width = 700;
   const height = 400;
   const left = 60;
-  const right = 160;
+  const right = 220;
   const top = 40;
   const bottom = 60;
   const plotW = width - left - right;

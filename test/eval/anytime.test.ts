@@ -102,5 +102,5 @@ test('Markdown table and SVG of the curve', async () => {
   assert.match(svg, /1 volume = 1.500 s/);
   // sharp (librsvg) renders it, so the SVG is well formed.
   const meta = await sharp(Buffer.from(svg)).metadata();
-  assert.equal(meta.width, 640);
+  assert.equal(meta.width, 700);
 });
