@@ -14,6 +14,8 @@ export interface MarkdownInput {
   grid: 'epi' | 'nsd';
   device: string;
   model: string;
+  /** False on the nsd grid, where the replay runs without a model (no decodes, no frames). */
+  hasModel: boolean;
   volumes: number;
   trialsDecoded: number;
   realtimeFactor?: number;
@@ -153,11 +155,13 @@ export function benchMarkdown(input: MarkdownInput): string {
   out.push('');
   if (input.realtime) {
     const r = input.realtime;
-    out.push('## Realtime segment', '',
-      `The first ${r.volumes} volumes at realtime speed: ${r.trialsDecoded} trial(s) decoded, ${r.trialsWithFullImg2img} with every img2img step, `
-      + `${r.trialsFinishedBeforeNextTrial} with their final frame sent before the next trial's final betas`
-      + `${r.betaToFinalFrameP95 !== undefined ? `; final betas -> final frame p95 ${ms(r.betaToFinalFrameP95)} ms` : ''}.`, '',
-      latencyTable(r.endToEnd, false), '');
+    let text = `The first ${r.volumes} volumes at realtime speed: ${r.trialsDecoded} trial(s) estimated, without a model (no frames).`;
+    if (input.hasModel) {
+      text = `The first ${r.volumes} volumes at realtime speed: ${r.trialsDecoded} trial(s) decoded, ${r.trialsWithFullImg2img} with every img2img step, `
+        + `${r.trialsFinishedBeforeNextTrial} with their final frame sent before the next trial's final betas`
+        + `${r.betaToFinalFrameP95 !== undefined ? `; final betas -> final frame p95 ${ms(r.betaToFinalFrameP95)} ms` : ''}.`;
+    }
+    out.push('## Realtime segment', '', text, '', latencyTable(r.endToEnd, false), '');
   }
   out.push('## Peers', '', 'Ratios are peer time / our time on the same inputs (above 1: the peer is slower).', '', peerLines(input.peers), '');
   out.push('## Plots', '', `- [latency histograms per stage](${input.plots.histograms})`);

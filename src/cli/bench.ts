@@ -290,7 +290,7 @@ export async function run(argv: string[]): Promise<number> {
   });
   writeFileSync(join(outDir, 'bench.json'), JSON.stringify(results, null, 2) + '\n');
   writeFileSync(join(outDir, 'bench.md'), benchMarkdown({
-    command, date: results.date as string, durationSec, machine, grid, device, model: hasModel ? modelDir : 'none (preprocessing only)',
+    command, date: results.date as string, durationSec, machine, grid, device, model: hasModel ? modelDir : 'none (preprocessing only)', hasModel,
     volumes: summary.volumesProcessed as number, trialsDecoded: summary.trialsDecoded as number,
     realtimeFactor: summary.realtimeFactor as number | undefined, throughputVolumesPerSec: summary.throughputVolumesPerSec as number | undefined,
     peakRssMb: summary.peakRssMb as number | undefined, skipped: summary.skipped as Record<string, number> | undefined,
