@@ -88,6 +88,13 @@ const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
 /** Largest message accepted on /stream and /feedback, and largest request body. */
 const PAGE_MAX_MESSAGE_BYTES = 64 * 1024;
 
+/**
+ * Stimulus and candidate ids as the image route accepts them. A session may turn an id into a
+ * file name (a bank's thumbs/<id>.jpg), so an id cannot hold a path separator, a control
+ * character or a leading dot ("..", hidden files). The route rejects any other id with 400.
+ */
+const IMAGE_ID_PATTERN = '^(?!\\.)[^/\\\\\\u0000-\\u001f\\u007f]+$';
+
 /** A plugin that serves a WebSocket route with larger messages states their maximum here. */
 export type WebSocketPlugin = FastifyPluginAsync & { maxMessageBytes?: number };
 const STATUS_POLL_MS = 1000;
@@ -109,8 +116,8 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: PAGE_MAX_MESSAGE_BYTES,
   });
-  // One ws server serves every WebSocket route, so its maxPayload is the largest any route
-  // needs (a push plugin's volumes); the page stream and feedback sockets keep 64 KiB each.
+  // One ws server serves every WebSocket route, so its maxPayload is the largest that any route
+  // needs (a push plugin's volumes). The page stream and feedback sockets keep 64 KiB each.
   const pluginMaxPayload = Math.max(0, ...(opts.plugins ?? []).map((p) => (p as WebSocketPlugin).maxMessageBytes ?? 0));
   await app.register(fastifyWebsocket, { options: { maxPayload: Math.max(PAGE_MAX_MESSAGE_BYTES, pluginMaxPayload) } });
   const limitPageSocket = (socket: WebSocket, request: FastifyRequest) => {
@@ -157,7 +164,7 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
   }));
 
   app.get<{ Params: { kind: string; id: string } }>('/api/image/:kind/:id', {
-    schema: { params: { type: 'object', properties: { kind: { enum: ['stimulus', 'candidate'] }, id: { type: 'string', minLength: 1, maxLength: 256 } }, required: ['kind', 'id'] } },
+    schema: { params: { type: 'object', properties: { kind: { enum: ['stimulus', 'candidate'] }, id: { type: 'string', minLength: 1, maxLength: 256, pattern: IMAGE_ID_PATTERN } }, required: ['kind', 'id'] } },
   }, async (request, reply) => {
     const { kind, id } = request.params;
     let bytes: Uint8Array | undefined;

@@ -4,7 +4,7 @@
  * @fastify/websocket runs one `ws` server per fastify instance, and its `maxPayload` applies to
  * every route. The push endpoint (/ingest) needs messages of a whole volume (256 MiB by default)
  * while the page stream and the feedback socket need 64 KiB. The shared server is therefore set
- * to the largest limit, and `limitMessageBytes` holds a route to its own: it counts the bytes
+ * to the largest limit, and `limitMessageBytes` enforces a smaller limit on one route. It counts the bytes
  * that arrive on the TCP socket since the last complete message (or ping or pong) and closes
  * the connection with 1009 ("message too big", RFC 6455) once they exceed the limit.
  *
@@ -49,7 +49,7 @@ export function limitMessageBytes(socket: WebSocket, tcp: Socket, maxBytes: numb
     if (bytes > maxBytes) reject(bytes);
   };
   const markBoundary = () => { boundary = true; };
-  // Registered after ws's own 'data' listener (added during the upgrade), so it sees each read
+  // Registered after ws's own 'data' listener (added during the upgrade), so it runs on each read
   // after ws has parsed it. Prepended, the 'message' listener runs before the route's handler.
   tcp.on('data', onData);
   socket.prependListener('message', onMessage);

@@ -163,7 +163,7 @@ export function encodePushMessage(header: PushHeader, data: ArrayLike<number>): 
 /**
  * Decodes one push message into its header and float32 voxels; throws INGEST_INVALID on any
  * mismatch. The header's size is checked against `limitBytes` and against the bytes the message
- * holds before the voxel array is allocated.
+ * contains before the voxel array is allocated.
  */
 export function decodePushMessage(message: Buffer, limitBytes?: number): { header: PushHeader; data: Float32Array } {
   if (message.length < 4) throw invalid('message length', message.length, 'at least 4 bytes (header length)');
@@ -230,7 +230,7 @@ export interface PushStats {
 }
 
 export interface PushIngest {
-  /** The /ingest route; `maxMessageBytes` tells a shared WebSocket server the payload it needs. */
+  /** The /ingest route; `maxMessageBytes` is the WebSocket maxPayload it needs on a shared server. */
   plugin: FastifyPluginAsync & { maxMessageBytes: number };
   source: Source;
   stats(): PushStats;

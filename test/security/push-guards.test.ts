@@ -46,7 +46,7 @@ async function waitFor(check: () => boolean, what: string): Promise<void> {
   assert.ok(check(), `timed out waiting for ${what}`);
 }
 
-/** A message whose header claims `shape` but carries only `dataBytes` bytes of voxels. */
+/** Builds a message whose header claims `shape` but that carries only `dataBytes` bytes of voxels. */
 function lyingMessage(index: number, shape: [number, number, number], dataBytes: number): Buffer {
   const json = Buffer.from(JSON.stringify(header(index, shape)));
   const out = Buffer.alloc(4 + json.length + dataBytes);
