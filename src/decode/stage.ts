@@ -9,6 +9,11 @@
  * a newer estimate of the same trial and counted in `skipped`. A final estimate is never skipped.
  * Completion waits for the queue to drain; an ONNX error errors the stream; unsubscribing drops
  * the queue.
+ *
+ * Queue bound: at most `maxQueue` estimates wait (default 32). When a new estimate would exceed
+ * it, the oldest queued non-final estimate is skipped, or the new one when it is non-final and
+ * none is queued. Final estimates are never skipped, so only they can take the queue past the
+ * bound: one per trial, which needs a decoder more than `maxQueue` trials behind.
  */
 import { Observable, type OperatorFunction } from 'rxjs';
 import { nowMs, type Decoded, type PipelineEvent, type TrialEstimate } from '../events.ts';
@@ -22,7 +27,13 @@ export interface DecodeStageConfig {
   publish(event: PipelineEvent): void;
   /** Counts estimates superseded before they were decoded. */
   onSkipped?(estimate: TrialEstimate): void;
+  /** Estimates that may wait for decoding (default DEFAULT_DECODE_QUEUE); see the file header. */
+  maxQueue?: number;
+  /** Called with the queue length after every change, for high-water marks. */
+  onQueueLength?(length: number): void;
 }
+
+export const DEFAULT_DECODE_QUEUE = 32;
 
 export function decodeTrials(config: DecodeStageConfig): OperatorFunction<TrialEstimate, Decoded> {
   return (input) => new Observable<Decoded>((subscriber) => {
@@ -41,6 +52,7 @@ export function decodeTrials(config: DecodeStageConfig): OperatorFunction<TrialE
       try {
         while (queue.length > 0 && !closed) {
           const batch = queue.splice(0, config.maxBatch);
+          config.onQueueLength?.(queue.length);
           const startMs = nowMs();
           // Per-head timings are attributed to the batch's last estimate.
           const last = batch[batch.length - 1];
@@ -65,17 +77,30 @@ export function decodeTrials(config: DecodeStageConfig): OperatorFunction<TrialE
       finishIfDone();
     };
 
+    const maxQueue = config.maxQueue ?? DEFAULT_DECODE_QUEUE;
+    const skipAt = (index: number) => {
+      config.onSkipped?.(queue[index]);
+      queue.splice(index, 1);
+    };
+
     const subscription = input.subscribe({
       next(estimate) {
         if (!estimate.final) {
           // Supersede an older queued non-final estimate of the same trial.
           const older = queue.findIndex((q) => q.trialId === estimate.trialId && !q.final);
-          if (older >= 0) {
-            config.onSkipped?.(queue[older]);
-            queue.splice(older, 1);
+          if (older >= 0) skipAt(older);
+        }
+        if (queue.length >= maxQueue) {
+          const oldestNonFinal = queue.findIndex((q) => !q.final);
+          if (oldestNonFinal >= 0) {
+            skipAt(oldestNonFinal);
+          } else if (!estimate.final) {
+            config.onSkipped?.(estimate);
+            return;
           }
         }
         queue.push(estimate);
+        config.onQueueLength?.(queue.length);
         void pump();
       },
       error: (err) => subscriber.error(err),
