@@ -87,7 +87,7 @@ export function parseNiftiHeader(bytes: Uint8Array, file: string): NiftiHeader {
       });
     }
   }
-  // dim[5..7] hold vector or tensor components per voxel (NIfTI-1 intent codes); an fMRI run
+  // dim[5..7] are vector or tensor components per voxel (NIfTI-1 intent codes). An fMRI run
   // has one value per voxel and time point, so those dimensions must be 1.
   for (let i = 5; i <= ndim; i++) {
     if (dims[i] !== 1) {
@@ -189,24 +189,7 @@ function headerBytesNeeded(first: Uint8Array): number {
 /** Reads a whole NIfTI image (any size that fits in memory); use for masks, references and fixtures. */
 export function readNifti(file: string): NiftiImage {
   let bytes: Uint8Array = readFileSync(file);
-  if (isGzip(bytes)) {
-    // The header is read first, so that decompression stops at the size it states and a
-    // stream that inflates far beyond it (a "zip bomb") cannot take memory.
-    const claimed = parseNiftiHeader(gunzipHead(bytes, file), file);
-    const claimedBytes = claimed.voxOffset + claimed.shape[0] * claimed.shape[1] * claimed.shape[2] * claimed.volumes * bytesPerVoxel(claimed);
-    try {
-      bytes = gunzipSync(bytes, { maxOutputLength: Math.min(bufferConstants.MAX_LENGTH, claimedBytes + GZIP_TRAILING_SLACK_BYTES) });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-        throw new MindeyeError('NIFTI_HEADER_INVALID', 'The compressed NIfTI file holds more data than its header states.', {
-          file, field: 'gzip stream', value: `more than ${claimedBytes + GZIP_TRAILING_SLACK_BYTES} bytes decompressed`,
-          expected: `${claimedBytes} bytes (vox_offset + voxels x bytes per voxel)`,
-          fix: 'the header does not describe the data: convert the image again',
-        });
-      }
-      throw truncatedError(file, 0, (err as Error).message);
-    }
-  }
+  if (isGzip(bytes)) bytes = gunzipNifti(bytes, file);
   const header = parseNiftiHeader(bytes.subarray(0, Math.min(bytes.byteLength, 1024)), file);
   const voxelCount = header.shape[0] * header.shape[1] * header.shape[2] * header.volumes;
   const need = header.voxOffset + voxelCount * bytesPerVoxel(header);
@@ -225,10 +208,39 @@ const GZIP_TRAILING_SLACK_BYTES = 1024 * 1024;
 
 /** Decompresses the start of a gzip stream, enough for a NIfTI-1 or NIfTI-2 header. */
 function gunzipHead(bytes: Uint8Array, file: string): Uint8Array {
+  let head: Uint8Array;
   try {
     // A partial gzip member is enough for the header; finishFlush avoids an "unexpected end" error.
-    return gunzipSync(bytes.subarray(0, Math.min(bytes.byteLength, 4096)), { finishFlush: constants.Z_SYNC_FLUSH });
+    head = gunzipSync(bytes.subarray(0, Math.min(bytes.byteLength, 4096)), { finishFlush: constants.Z_SYNC_FLUSH });
   } catch (err) {
+    throw truncatedError(file, 0, (err as Error).message);
+  }
+  if (head.byteLength < 4 || head.byteLength < headerBytesNeeded(head)) {
+    throw truncatedError(file, 0, `${head.byteLength} bytes decompressed, less than a NIfTI header`);
+  }
+  return head;
+}
+
+/**
+ * Decompresses a whole gzip NIfTI file. The header is read first, so that decompression stops
+ * 1 MiB past the size it states and a stream that inflates far beyond it (a "zip bomb") cannot
+ * take memory. Throws NIFTI_TRUNCATED when the stream ends early, NIFTI_HEADER_INVALID when it
+ * contains more than the header states.
+ */
+export function gunzipNifti(bytes: Uint8Array, file: string): Buffer {
+  const claimed = parseNiftiHeader(gunzipHead(bytes, file), file);
+  const claimedBytes = claimed.voxOffset + claimed.shape[0] * claimed.shape[1] * claimed.shape[2] * claimed.volumes * bytesPerVoxel(claimed);
+  const limit = Math.min(bufferConstants.MAX_LENGTH, claimedBytes + GZIP_TRAILING_SLACK_BYTES);
+  try {
+    return gunzipSync(bytes, { maxOutputLength: limit });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new MindeyeError('NIFTI_HEADER_INVALID', 'The compressed NIfTI file contains more data than its header states.', {
+        file, field: 'gzip stream', value: `more than ${limit} bytes decompressed`,
+        expected: `${claimedBytes} bytes (vox_offset + voxels x bytes per voxel)`,
+        fix: 'the header does not describe the data: convert the image again',
+      });
+    }
     throw truncatedError(file, 0, (err as Error).message);
   }
 }
@@ -260,8 +272,8 @@ function truncatedError(file: string, volumesComplete: number, cause: string): M
 
 /**
  * Throws when an uncompressed file is too short for even one volume, so that a header claiming
- * more than the file holds costs no allocation. A gzip file's size is known only after
- * decompression; its volumes are checked against the cap alone.
+ * more than the file contains costs no allocation. A gzip file's size is known only after
+ * decompression, so its volumes are checked against the cap alone.
  */
 function checkFileHoldsOneVolume(file: string, header: NiftiHeader, volumeBytes: number): void {
   const size = statSync(file).size;

@@ -37,6 +37,10 @@ export const CASES: CorpusCase[] = [
     rejected: { code: 'NIFTI_TRUNCATED', field: 'gzip stream', patterns: [/ended early/, /0 complete volumes read/, /fix: .*copy it again/] },
   },
   {
+    name: 'gzip stream larger than its header', file: 'gzip-bomb.nii.gz', reader: 'nifti',
+    rejected: { code: 'NIFTI_HEADER_INVALID', field: 'gzip stream', patterns: [/contains more data than its header states/, /expected: 1952 bytes/] },
+  },
+  {
     name: 'wrong magic', file: 'wrong-magic.nii', reader: 'nifti',
     rejected: { code: 'NIFTI_HEADER_INVALID', field: 'magic', patterns: [/Not a NIfTI-1 or NIfTI-2 file/, /"n\+1", "ni1", "n\+2" or "ni2"/] },
   },

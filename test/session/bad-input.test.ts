@@ -239,9 +239,9 @@ test('watch skips the broken corpus files and keeps order', () => {
   const voxels = 40 * 20;
   const replaced: Record<number, string> = {
     1: 'wrong-magic.nii', 3: 'huge-claim.nii', 4: 'big-endian.nii', 5: 'nifti2.nii', 6: 'five-d.nii', 7: 'zero-dim.nii',
-    8: 'nan-voxels.nii', 9: 'scl-slope-inter.nii', 10: 'truncated.nii.gz',
+    8: 'nan-voxels.nii', 9: 'scl-slope-inter.nii', 10: 'truncated.nii.gz', 12: 'gzip-bomb.nii.gz',
   };
-  const volumeCount = 12;
+  const volumeCount = 14;
   for (let t = 0; t < volumeCount; t++) {
     const name = join(exportDir, `vol_${String(t).padStart(4, '0')}.nii`);
     const corpusFile = replaced[t];
@@ -264,7 +264,7 @@ test('watch skips the broken corpus files and keeps order', () => {
   assert.equal(r.status, 0, r.stderr);
 
   const summary = JSON.parse(readFileSync(report, 'utf8')).summary;
-  const processed = [0, 2, 4, 5, 8, 9, 11];
+  const processed = [0, 2, 4, 5, 8, 9, 11, 13];
   assert.equal(summary.volumesProcessed, processed.length);
   assert.equal(summary.volumesDropped, volumeCount - processed.length);
   const recorded = readFileSync(join(record, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -273,7 +273,7 @@ test('watch skips the broken corpus files and keeps order', () => {
   const nanVolume = masked.find((e) => e.volIdx === 8) as { flags: string[] };
   assert.ok(nanVolume.flags.includes('nan'), 'the NaN volume is flagged');
   const gaps = recorded.filter((e) => e.type === 'gap').map((e) => e.volIdx);
-  assert.deepEqual(gaps, [1, 3, 6, 7, 10], 'every skipped file leaves a gap at its index');
+  assert.deepEqual(gaps, [1, 3, 6, 7, 10, 12], 'every skipped file leaves a gap at its index');
 
   const warnings = recorded.filter((e) => e.type === 'warning') as { kind: string; volIdx?: number; message: string }[];
   const expectWarning = (file: string, kind: string, pattern: RegExp) => {
@@ -287,6 +287,7 @@ test('watch skips the broken corpus files and keeps order', () => {
   expectWarning('vol_0006.nii', 'invalid', /more than 4 dimensions/);
   expectWarning('vol_0007.nii', 'invalid', /dim\[1\]/);
   expectWarning('vol_0010.nii.gz', 'corrupt', /incomplete after 300 ms/);
+  expectWarning('vol_0012.nii.gz', 'invalid', /more data than its header states/);
   const nanWarning = warnings.find((w) => w.volIdx === 8);
   assert.ok(nanWarning !== undefined && /non-finite voxels set to 0/.test(nanWarning.message), 'the NaN volume gets a warning that says what was done');
 });

@@ -10,9 +10,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { gunzipSync } from 'node:zlib';
-import { MindeyeError } from '../../errors.ts';
-import { decodeVoxels, isGzip, parseNiftiHeader, bytesPerVoxel } from '../../io/nifti.ts';
+import { isMindeyeError, MindeyeError } from '../../errors.ts';
+import { decodeVoxels, gunzipNifti, isGzip, parseNiftiHeader, bytesPerVoxel } from '../../io/nifti.ts';
 import { hasDicomMagic, IncompleteFileError, num, parseDicomFile, str, tag, type DataSet } from './dataset.ts';
 import { decodeEnhancedMr, isMultiFrame } from './enhanced.ts';
 import { decodeParRec, isParText } from './philips-parrec.ts';
@@ -135,9 +134,13 @@ export function decodeNiftiVolumes(bytes: Uint8Array, file: string, firstNumber:
   let raw = bytes;
   if (isGzip(bytes)) {
     try {
-      raw = gunzipSync(bytes);
+      raw = gunzipNifti(bytes, file);
     } catch (err) {
-      throw new IncompleteFileError(file, `gzip stream ended early (${(err as Error).message})`);
+      // A file still being written ends early; it is retried until it stops changing.
+      if (isMindeyeError(err) && err.code === 'NIFTI_TRUNCATED') {
+        throw new IncompleteFileError(file, `gzip stream ended early (${String(err.details.value)})`);
+      }
+      throw err;
     }
   }
   if (raw.length < 352) throw new IncompleteFileError(file, `${raw.length} bytes, shorter than a NIfTI header`);
