@@ -440,6 +440,8 @@ class FolderWatcher {
   }
 
   private flush(): void {
+    // A subscriber that unsubscribes while handling an event (an error on the run-info) closes the watcher mid-call: arm no timer then.
+    if (this.closed) return;
     for (;;) {
       const volume = this.held.get(this.nextIdx);
       if (volume !== undefined) {

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeNifti, readNifti } from '../../src/io/nifti.ts';
-import { readJsonLines, readRecord } from '../../src/session/record.ts';
+import { SessionRecorder, readJsonLines, readRecord } from '../../src/session/record.ts';
 import { HAXBY_MASK, haxbyRun, ROOT } from '../helpers/data.ts';
 
 const CLI = join(ROOT, 'bin/mindeye-rt.js');
@@ -244,4 +244,28 @@ test('killed serve session resumes from pushed volumes', async () => {
   const lines = recordedLines(record);
   assert.deepEqual(lines, [...new Set(lines)], 'no volume recorded twice');
   assert.equal(lines.length, VOLUMES - 5);
+});
+
+test('resume rejects input on another grid', () => {
+  // A record of three Haxby volumes (40x20x1), then a folder whose next volumes are 64x64x30 EPI.
+  const record = join(dir, 'grid-record');
+  const recorder = new SessionRecorder(record, { command: 'watch' });
+  const img = readNifti(RUN.bold);
+  recorder.onEvent({ type: 'run-info', runId: 'r', trSec: 2.5, shape: img.header.shape, affine: img.header.affine, source: 'folder x (nifti, series 0)', motionCorrection: false });
+  for (let i = 0; i < 3; i++) {
+    recorder.writeVolume({ type: 'volume', runId: 'r', volIdx: i, acqTimeSec: i * 2.5, receivedAtMs: performance.now(), shape: img.header.shape, affine: img.header.affine, data: sourceData[i], sourceId: `x/${i}` });
+  }
+  recorder.close();
+  const other = join(dir, 'other-grid');
+  mkdirSync(other);
+  const epi = readNifti(join(ROOT, 'data/epi/pyneal/testSeries.nii.gz'));
+  const n = epi.header.shape[0] * epi.header.shape[1] * epi.header.shape[2];
+  writeFileSync(join(other, 'vol_0003.nii'), encodeNifti(epi.data.subarray(0, n), { shape: epi.header.shape, voxelSizeMm: epi.header.voxelSizeMm, trSec: 1, affine: epi.header.affine, datatype: 'float32' }));
+  const r = spawnSync(process.execPath, [CLI, 'watch', '--dir', other, '--format', 'nifti', '--mask', HAXBY_MASK, '--motion', 'off', '--no-dashboard',
+    '--record-to', record], { encoding: 'utf8', env: ENV, timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /VOLUME_GRID_MISMATCH: The live input after the restart is on another grid than the session record/);
+  assert.match(r.stderr, /value: "64x64x30 from folder/);
+  assert.match(r.stderr, /expected: 40x20x1/);
+  assert.equal(readRecord(record).volumes.length, 3, 'the record is unchanged');
 });
