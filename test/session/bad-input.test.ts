@@ -305,3 +305,23 @@ test('watch skips the broken corpus files and keeps order', () => {
   const nanWarning = warnings.find((w) => w.volIdx === 8);
   assert.ok(nanWarning !== undefined && /non-finite voxels set to 0/.test(nanWarning.message), 'the NaN volume gets a warning that says what was done');
 });
+
+test('convert skips the broken corpus DICOM files', () => {
+  // A folder with the real mosaic and both broken mosaics made from it: convert reports each
+  // broken file on stderr and writes the one readable volume.
+  const root = mkdtempSync(join(tmpdir(), 'bad-input-convert-'));
+  const input = join(root, 'dicom');
+  mkdirSync(input);
+  copyFileSync(join(ROOT, 'data/dicom/siemens-mosaic/ep2d_Asc_2/IM-0001-0001.dcm'), join(input, 'IM-0001-0001.dcm'));
+  copyFileSync(join(CORPUS, 'dicom-no-csa.dcm'), join(input, 'IM-0001-0002.dcm'));
+  copyFileSync(join(CORPUS, 'dicom-huge-claim.dcm'), join(input, 'IM-0001-0003.dcm'));
+  const out = join(root, 'run.nii.gz');
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/mindeye-rt.js'), 'convert', input, '--out', out], { encoding: 'utf8', env: { ...process.env, MINDEYE_LOG_LEVEL: 'error' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /IM-0001-0002\.dcm skipped: The mosaic slice count is missing/);
+  assert.match(r.stderr, /IM-0001-0003\.dcm skipped: The header claims a volume larger than the size limit/);
+  const converted = readNifti(out);
+  assert.deepEqual(converted.header.shape, [64, 64, 36]);
+  assert.equal(converted.header.volumes, 1);
+  process.stdout.write(`# convert: ${r.stderr.trim().split('\n').filter((l) => l.includes('skipped')).length} files skipped, 1 volume written\n`);
+});
