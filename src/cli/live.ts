@@ -159,7 +159,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     source = resumed.source;
     resumeInfo = resumed.info;
     // Onsets announced without a time are measured from the first trigger (or volume 0) of the
-    // whole session, which a restarted process knows only from the record.
+    // whole session, which a restarted process can only read from the record.
     firstTriggerMs = recordedClockZeroMs(resumeFrom, 'trigger');
     firstVolumeMs = recordedClockZeroMs(resumeFrom, 'volume');
     process.stdout.write(`${opts.label}: resuming the session recorded in ${resumeFrom.dir} (${resumeFrom.volumes.length} volumes)\n`);
@@ -320,7 +320,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
 
 let recordFailures = 0;
 
-/** Passes an event to the recorder; a failed write is logged (the first 10 and then every 100th), never thrown into the bus. */
+/** Passes an event to the recorder. A failed write is logged (the first 10 and then every 100th) and not rethrown into the bus. */
 function recordEvent(recorder: SessionRecorder | undefined, e: PipelineEvent): void {
   if (!recorder) return;
   try {

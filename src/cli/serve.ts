@@ -18,6 +18,11 @@ and decodes them live. The sender must present the session token (printed at sta
 shares the port; with --no-dashboard only /ingest is served. The session is recorded to
 sessions/<date-time>/ unless --record-to says otherwise.
 
+Resume: started again with the --record-to folder of a session that was interrupted (a crash,
+kill -9), serve re-runs the recorded volumes through preprocessing and the GLM, then accepts
+pushes from the next volume on. Volumes a sender pushes again are dropped; the report gives
+the downtime and the volumes missed. See docs/record.md.
+
 ${DESIGN_HELP}
 
 ${PROCESSING_HELP}

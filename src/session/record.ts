@@ -7,7 +7,7 @@
  *   directory and the record format version. Written once, by temp file and rename.
  * - volumes/vol_NNNNNN.nii: every volume as received, one uncompressed 3D NIfTI each. It is
  *   stored as int16 or uint16 when every value is an integer in that range (lossless), else
- *   as float32. Written to a temp name, fsynced and renamed before the pipeline sees the volume.
+ *   as float32. Written to a temp name, fsynced and renamed before any stage receives the volume.
  * - events.jsonl: one JSON object per line for every event without its voxel or image arrays,
  *   each with `recordedAtEpochMs`. Volume lines add `file`, `dtype` and `receivedAtEpochMs`. A
  *   `record-start` line opens each process that wrote to the record (the first one and every
@@ -121,7 +121,7 @@ export function losslessDtype(data: Float32Array): RecordedDtype {
   return 'float32';
 }
 
-/** Encodes a 3D NIfTI; the integer path copies through a typed array (faster than encodeNifti's per-value loop). */
+/** Encodes a 3D NIfTI. The integer path copies through a typed array, which is faster than encodeNifti's per-value loop. */
 function encodeVolume(data: Float32Array, opts: NiftiWriteOptions): Uint8Array {
   if (endianness() !== 'LE' || opts.datatype === 'float32') return encodeNifti(data, opts);
   const header = encodeNiftiHeader(opts);
@@ -176,7 +176,7 @@ export function recordedVolumeFiles(dir: string): Map<number, string> {
 
 /**
  * Writes a session record. The volume write-ahead goes through `writeVolume`, which the session
- * calls before the pipeline sees the volume; every other event goes through `onEvent`.
+ * calls before any pipeline stage receives the volume. Every other event goes through `onEvent`.
  *
  * On an existing record it repairs what a killed process left (a temp volume file, a partial
  * last line, betas without their trial line) and appends; `repairs` lists what it did.
@@ -236,11 +236,12 @@ export class SessionRecorder {
   }
 
   private repair(): void {
-    const volumesDir = join(this.dir, 'volumes');
-    for (const name of readdirSync(volumesDir)) {
-      if (!name.endsWith('.tmp')) continue;
-      unlinkSync(join(volumesDir, name));
-      this.repairs.push(`removed ${name}, a volume whose write was cut short`);
+    for (const folder of ['volumes', 'frames']) {
+      for (const name of readdirSync(join(this.dir, folder))) {
+        if (!name.endsWith('.tmp')) continue;
+        unlinkSync(join(this.dir, folder, name));
+        this.repairs.push(`removed ${folder}/${name}, a file whose write was cut short`);
+      }
     }
     for (const name of ['events.jsonl', 'trials.jsonl']) {
       const cut = cutPartialLine(join(this.dir, name));
@@ -294,7 +295,7 @@ export class SessionRecorder {
         break;
       }
       case 'volume':
-        // Written by writeVolume, which the session calls before the bus sees the volume.
+        // Written by writeVolume, which the session calls before publishing the volume on the bus.
         break;
       case 'trial-added':
         this.trialStarts.set(e.trial.trialId, e.trial.onsetSec);
@@ -375,7 +376,7 @@ export class SessionRecorder {
   }
 }
 
-/** What a record holds, read back for replay and resume. */
+/** Contents of a record, read back for replay and resume. */
 export interface RecordContents {
   dir: string;
   run: SavedRun;
@@ -397,7 +398,7 @@ export interface RecordContents {
   problems: string[];
 }
 
-/** Reads a record back; throws CLI_USAGE when `dir` is not a mindeye-rt record. */
+/** Reads a record back. Throws CLI_USAGE when `dir` is not a mindeye-rt record. */
 export function readRecord(dir: string): RecordContents {
   const runFile = join(dir, 'run.json');
   if (!existsSync(runFile)) {
@@ -455,7 +456,7 @@ export function readRecord(dir: string): RecordContents {
   };
 }
 
-/** Returns the record's run.json when `dir` holds one (a session to resume), else undefined. */
+/** Reads the record in `dir` when it contains a run.json (a session to resume), else returns undefined. */
 export function existingRecord(dir: string | undefined): RecordContents | undefined {
   if (dir === undefined || !existsSync(join(dir, 'run.json'))) return undefined;
   return readRecord(dir);

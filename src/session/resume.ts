@@ -62,12 +62,13 @@ export interface RecordSourceOptions {
   onVolume?(volIdx: number): void;
 }
 
-/** Emits the record's steps; returns false when unsubscribed midway. */
+/** Emits the record's steps and returns false when unsubscribed midway. */
 async function emitSteps(
   record: RecordContents, steps: Step[], ctx: SourceContext, out: Subscriber<SourceEvent>, opts: RecordSourceOptions & { paced: boolean },
   isStopped: () => boolean,
 ): Promise<boolean> {
   let lastEpochMs: number | undefined;
+  let emittedVolume = false;
   for (const step of steps) {
     if (isStopped()) return false;
     if (step.kind === 'trial') {
@@ -84,9 +85,9 @@ async function emitSteps(
     } else {
       if (opts.timing === 'recorded') {
         const epochMs = step.line?.receivedAtEpochMs;
-        const waitMs = epochMs !== undefined && lastEpochMs !== undefined ? epochMs - lastEpochMs : lastEpochMs === undefined ? 0 : record.info.trSec * 1000;
-        if (epochMs !== undefined) lastEpochMs = epochMs;
-        else lastEpochMs ??= 0;
+        let waitMs = 0;
+        if (emittedVolume) waitMs = epochMs !== undefined && lastEpochMs !== undefined ? epochMs - lastEpochMs : record.info.trSec * 1000;
+        lastEpochMs = epochMs;
         if (waitMs > 0) await sleep(waitMs);
         // The pacer still applies a pause from the dashboard.
         await ctx.pacing.waitTurn(step.volIdx, 0);
@@ -95,6 +96,7 @@ async function emitSteps(
       }
       if (isStopped()) return false;
     }
+    emittedVolume = true;
     const file = join(record.dir, step.file);
     const img = readNifti(file);
     opts.onVolume?.(step.volIdx);
@@ -178,7 +180,7 @@ export function resumeSource(record: RecordContents, live: Source, opts: ResumeO
       if (!(await emitSteps(record, steps, ctx, subscriber, { timing: 'pacer', announceTrial: opts.announceTrial, paced: false }, () => stopped))) return;
       const downtime = info.downtimeSec !== undefined ? `${info.downtimeSec.toFixed(1)} s` : 'an unknown time';
       const range = info.recordVolumeRange ? `volumes ${info.recordVolumeRange[0]}-${info.recordVolumeRange[1]}` : 'no volumes';
-      const message = `session resumed after ${downtime} down: ${range} (${info.volumesFromRecord}) re-run from the record ${record.dir}; live input continues at volume ${recordedThrough + 1}`;
+      const message = `session resumed after ${downtime} down: ${range} (${info.volumesFromRecord}) re-run from the record ${record.dir}. Live input continues at volume ${recordedThrough + 1}`;
       log.warn({ downtimeSec: info.downtimeSec, volumesFromRecord: info.volumesFromRecord, rebuildMs: Math.round(nowMs() - startMs) }, message);
       subscriber.next({ type: 'warning', runId: ctx.runId, kind: 'other', code: 'SESSION_RESUMED', message });
       for (const problem of info.problems) subscriber.next({ type: 'warning', runId: ctx.runId, kind: 'other', code: 'RECORD_REPAIRED', message: problem });

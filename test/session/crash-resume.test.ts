@@ -170,7 +170,7 @@ test('killed watch session resumes without loss', async () => {
   assert.deepEqual(rep.resume.volumesMissed, []);
   assert.equal(rep.resume.earlierResumes, 2);
   assert.ok(rep.resume.downtimeSec >= 0, 'downtime reported');
-  assert.equal(rep.resume.liveDuplicatesDropped, 0, 'the watcher skips recorded files before decoding them into volumes');
+  assert.equal(rep.resume.liveDuplicatesDropped, 0, 'the watcher drops the files of recorded volumes before emitting them');
 
   const trials = readJsonLines<{ trialId: number; row: number }>(join(record, 'trials.jsonl')).lines;
   assert.deepEqual(trials.map((t) => t.trialId).sort(), [0, 1, 2, 3, 4, 5, 6, 7], 'one final estimate per trial');
