@@ -28,7 +28,7 @@ import { MindeyeError } from '../src/errors.ts';
 import { nowMs, type PipelineEvent, type StageTiming } from '../src/events.ts';
 import { formatSpeed, parseSpeed, type Speed } from '../src/ingest/source.ts';
 import { logger } from '../src/log.ts';
-import { TOKEN_COOKIE, checkToken, isLoopbackAddress, tokenSources } from './auth.ts';
+import { TOKEN_COOKIE, checkToken, isLoopbackAddress, tokenSources, tokensEqual } from './auth.ts';
 import { DEFAULT_LIMITS, type ChannelLimits } from './clients.ts';
 import { FeedbackHub, type FeedbackInput } from './feedback.ts';
 import { ViewerHub } from './viewers.ts';
@@ -149,8 +149,10 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
 
   app.get('/feedback', { websocket: true }, (socket: WebSocket, request: FastifyRequest) => {
     limitPageSocket(socket, request);
+    // Input needs the token itself in the query or header: the onRequest hook lets an empty
+    // token through on loopback (viewing needs none there), and the cookie is for viewing only.
     const sources = tokenSources(request.raw, false);
-    const canSend = sources.query !== undefined || sources.bearer !== undefined;
+    const canSend = [sources.query, sources.bearer].some((given) => given !== undefined && given !== '' && tokensEqual(given, opts.token));
     feedback.add(socket, request.ip, canSend);
   });
 
