@@ -44,6 +44,11 @@ import { stageLogger } from '../log.ts';
 import { checkVolumeSize } from '../io/limits.ts';
 import type { Source, SourceContext, SourceEvent } from './source.ts';
 
+/** Largest JSON header, bytes: a header with a 16-number affine takes about 300. */
+export const MAX_HEADER_BYTES = 64 * 1024;
+/** Largest `expectedVolumes`: 100000 volumes are 28 hours at a TR of 1 s. */
+export const MAX_EXPECTED_VOLUMES = 100_000;
+
 export const PUSH_DTYPES = { uint8: 1, int8: 1, int16: 2, uint16: 2, int32: 4, uint32: 4, float32: 4, float64: 8 } as const;
 export type PushDtype = keyof typeof PUSH_DTYPES;
 
@@ -71,7 +76,7 @@ export const PUSH_HEADER_SCHEMA = {
     dtype: { enum: Object.keys(PUSH_DTYPES), description: 'voxel type of the data that follows, little-endian' },
     affine: { type: 'array', items: { type: 'number' }, minItems: 16, maxItems: 16, description: 'row-major voxel-to-RAS+ mm' },
     trSec: { type: 'number', exclusiveMinimum: 0, description: 'repetition time, seconds' },
-    expectedVolumes: { type: 'integer', minimum: 1 },
+    expectedVolumes: { type: 'integer', minimum: 1, maximum: 100_000 },
     acqTimeSec: { type: 'number', minimum: 0, description: 'acquisition time from the run start; default index x trSec' },
   },
 } as const;
@@ -125,8 +130,10 @@ export function validatePushHeader(h: unknown, limitBytes?: number): PushHeader 
     throw invalid('affine', Array.isArray(affine) ? `${affine.length} values` : affine, '16 finite numbers, row-major');
   }
   if (typeof o.trSec !== 'number' || !(o.trSec > 0)) throw invalid('trSec', o.trSec, 'a positive number of seconds');
-  if (o.expectedVolumes !== undefined && !(Number.isInteger(o.expectedVolumes) && (o.expectedVolumes as number) >= 1)) {
-    throw invalid('expectedVolumes', o.expectedVolumes, 'an integer >= 1');
+  // The run length sizes the GLM's drift regressors, so an absurd count would take memory.
+  if (o.expectedVolumes !== undefined && !(Number.isInteger(o.expectedVolumes) && (o.expectedVolumes as number) >= 1
+    && (o.expectedVolumes as number) <= MAX_EXPECTED_VOLUMES)) {
+    throw invalid('expectedVolumes', o.expectedVolumes, `an integer from 1 to ${MAX_EXPECTED_VOLUMES}`);
   }
   if (o.acqTimeSec !== undefined && !(typeof o.acqTimeSec === 'number' && o.acqTimeSec >= 0)) {
     throw invalid('acqTimeSec', o.acqTimeSec, 'a number >= 0');
@@ -169,8 +176,8 @@ export function decodePushMessage(message: Buffer, limitBytes?: number): { heade
   if (message.length < 4) throw invalid('message length', message.length, 'at least 4 bytes (header length)');
 
   const headerLength = message.readUInt32LE(0);
-  if (headerLength === 0 || 4 + headerLength > message.length) {
-    throw invalid('header length', headerLength, `1 to ${message.length - 4} bytes (the message has ${message.length})`);
+  if (headerLength === 0 || 4 + headerLength > message.length || headerLength > MAX_HEADER_BYTES) {
+    throw invalid('header length', headerLength, `1 to ${Math.min(message.length - 4, MAX_HEADER_BYTES)} bytes (the message has ${message.length})`);
   }
   let parsed: unknown;
   try {

@@ -111,6 +111,23 @@ describe('push endpoint on its own server', () => {
     await sender.closed;
   });
 
+  test('absurd expectedVolumes and header length are rejected', async () => {
+    const sender = await connect(url, { authorization: `Bearer ${TOKEN}` });
+    const data = new Int16Array(4 * 4 * 4);
+    sender.socket.send(encodePushMessage({ ...header(0, [4, 4, 4]), expectedVolumes: 2 ** 31 }, data));
+    const longHeader = Buffer.alloc(4 + 70 * 1024, 0x20);
+    longHeader.writeUInt32LE(70 * 1024, 0);
+    sender.socket.send(longHeader);
+    await waitFor(() => sender.acks.length === 2, '2 acknowledgements');
+    const [volumes, length] = sender.acks;
+    assert.equal(volumes.ok, false);
+    assert.match(volumes.error ?? '', /field: expectedVolumes; value: 2147483648; expected: an integer from 1 to 100000/);
+    assert.equal(length.ok, false);
+    assert.match(length.error ?? '', /field: header length; value: 71680/);
+    sender.socket.close();
+    await sender.closed;
+  });
+
   test('message over maxPayload closes with 1009', async () => {
     await new Promise((r) => setTimeout(r, 50));
     const sender = await connect(url, { authorization: `Bearer ${TOKEN}` });
