@@ -46,8 +46,8 @@ import type { Source, SourceContext, SourceEvent } from './source.ts';
 
 /** Largest JSON header, bytes: a header with a 16-number affine takes about 300. */
 export const MAX_HEADER_BYTES = 64 * 1024;
-/** Largest `expectedVolumes`: 100000 volumes are 28 hours at a TR of 1 s. */
-export const MAX_EXPECTED_VOLUMES = 100_000;
+/** Largest `expectedVolumes`: 10000 volumes are 2.8 hours at a TR of 1 s. */
+export const MAX_EXPECTED_VOLUMES = 10_000;
 
 export const PUSH_DTYPES = { uint8: 1, int8: 1, int16: 2, uint16: 2, int32: 4, uint32: 4, float32: 4, float64: 8 } as const;
 export type PushDtype = keyof typeof PUSH_DTYPES;
@@ -76,7 +76,7 @@ export const PUSH_HEADER_SCHEMA = {
     dtype: { enum: Object.keys(PUSH_DTYPES), description: 'voxel type of the data that follows, little-endian' },
     affine: { type: 'array', items: { type: 'number' }, minItems: 16, maxItems: 16, description: 'row-major voxel-to-RAS+ mm' },
     trSec: { type: 'number', exclusiveMinimum: 0, description: 'repetition time, seconds' },
-    expectedVolumes: { type: 'integer', minimum: 1, maximum: 100_000 },
+    expectedVolumes: { type: 'integer', minimum: 1, maximum: 10_000 },
     acqTimeSec: { type: 'number', minimum: 0, description: 'acquisition time from the run start; default index x trSec' },
   },
 } as const;
