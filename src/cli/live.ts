@@ -225,6 +225,11 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
       state = result.aborted ? 'stopped' : 'ended';
       model = result.model;
       lastResult = result;
+      try {
+        recorder?.writeReport(result.report);
+      } catch (err) {
+        logger.error({ err, dir: session.recordTo }, 'the report could not be written to the session record');
+      }
       process.stdout.write(formatSummary(result.report) + '\n');
       if (session.reportFile) process.stdout.write(`report written to ${session.reportFile}\n`);
       const svg = session.reportFile ? writeAnytimeSvg(result.report, session.reportFile) : undefined;

@@ -15,6 +15,7 @@
  * - trials.jsonl + betas_final.f32: one line per final trial estimate (trialId, stimulusId,
  *   onsetSec, row) and its raw betas as float32 rows of V values in mask order.
  * - frames/trial_TTTT_KIND_SS.jpg: every frame sent.
+ * - report.json: the run report, written when the run ends.
  *
  * A `kill -9` loses at most the volume being written (its temp file is removed on the next
  * start) and the last, half-written line of a .jsonl file, which readers skip and report.
@@ -350,6 +351,11 @@ export class SessionRecorder {
       default:
         this.appendEvent(e);
     }
+  }
+
+  /** Writes the run report as report.json (replaced at each run end, so a resumed session's report covers the whole session). */
+  writeReport(report: object): void {
+    writeFileAtomic(join(this.dir, 'report.json'), Buffer.from(JSON.stringify(report, null, 2) + '\n'), true);
   }
 
   /** Appends a line that is not a pipeline event (feedback triggers, resume notes). */

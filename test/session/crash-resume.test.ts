@@ -159,6 +159,7 @@ test('killed watch session resumes without loss', async () => {
   assert.equal(events.filter((e) => e.code === 'SESSION_RESUMED').length, 3, 'a resume warning per restart');
 
   const rep = JSON.parse(readFileSync(report, 'utf8'));
+  assert.deepEqual(JSON.parse(readFileSync(join(record, 'report.json'), 'utf8')).trials, rep.trials, 'the record keeps the report');
   assert.equal(rep.summary.volumesReceived, VOLUMES, 'the report counts volumes from the record and the live input');
   assert.equal(rep.summary.volumesProcessed, VOLUMES);
   assert.equal(rep.run.trialCount, 8);
