@@ -2,7 +2,7 @@
  * `mindeye-rt bench`: latency and throughput on this machine, written under --out as JSON
  * (bench.json), Markdown (bench.md) and SVG plots. Performance lives here, never in timed tests.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { MindeyeError } from '../errors.ts';
@@ -268,6 +268,9 @@ export async function run(argv: string[]): Promise<number> {
       `Trial ${timeline.trialId} (${timelineSource === realtimeCapture ? 'realtime' : 'max-speed'} replay), ms after its window-closing volume arrived`,
       timeline.originMs, timeline.spans, timeline.markers, STAGES.map((s) => s.stage),
     ));
+  } else {
+    // No trial got a frame: leave no timeline of an earlier run in --out.
+    rmSync(join(outDir, timelineFile), { force: true });
   }
 
   Object.assign(results, {
