@@ -49,8 +49,9 @@
  * little-endian without a header; their shapes follow from the fields above.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { MindeyeError } from '../errors.ts';
+import { isInsideDir } from '../io/paths.ts';
 
 export interface HeadSpec {
   file: string;
@@ -125,8 +126,7 @@ export function loadManifest(dirArg: string): LoadedManifest {
     }
     const p = resolve(dir, rel);
     // A manifest may come from elsewhere, so its file names must not reach outside the directory.
-    const inside = relative(dir, p);
-    if (inside.startsWith('..') || isAbsolute(inside)) {
+    if (!isInsideDir(dir, p)) {
       throw invalid(manifestPath, field, rel, `a path inside the model directory ${dir}`,
         'copy the file into the model directory and name it relative to manifest.json');
     }

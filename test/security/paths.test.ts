@@ -4,11 +4,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDashboard, type DashboardHandle } from '../../dashboard/server.ts';
 import { TOKEN, TestSession } from '../dashboard/fixtures.ts';
+import { isInsideDir, symlinkTargetOutside } from '../../src/io/paths.ts';
 
 /** A session that reads candidate images from a thumbnail folder, as the live session does. */
 class FolderSession extends TestSession {
@@ -121,5 +122,31 @@ describe('client paths', () => {
       const control = await handle.app.inject({ method: 'POST', url: '/api/control/pause', remoteAddress: address });
       assert.equal(control.statusCode, 401, `${address} needs the token for control`);
     }
+  });
+});
+
+describe('path helpers', () => {
+  test('isInsideDir rejects traversal and absolute paths', () => {
+    assert.equal(isInsideDir('/models/demo', 'thumbs/cat.jpg'), true);
+    assert.equal(isInsideDir('/models/demo', 'a/../b.onnx'), true);
+    assert.equal(isInsideDir('/models/demo', '../other/b.onnx'), false);
+    assert.equal(isInsideDir('/models/demo', 'a/../../b.onnx'), false);
+    assert.equal(isInsideDir('/models/demo', '/etc/passwd'), false);
+    assert.equal(isInsideDir('/models/demo', '/models/demo-evil/x'), false);
+  });
+
+  test('symlinkTargetOutside finds links out of the folder', () => {
+    const root = mkdtempSync(join(tmpdir(), 'links-'));
+    const dir = join(root, 'export');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'real.nii'), 'inside');
+    writeFileSync(join(root, 'private.nii'), 'outside');
+    symlinkSync(join(dir, 'real.nii'), join(dir, 'inside-link.nii'));
+    symlinkSync(join(root, 'private.nii'), join(dir, 'outside-link.nii'));
+    symlinkSync(join(root, 'missing.nii'), join(dir, 'broken-link.nii'));
+    assert.equal(symlinkTargetOutside(join(dir, 'real.nii'), dir), undefined, 'a regular file');
+    assert.equal(symlinkTargetOutside(join(dir, 'inside-link.nii'), dir), undefined, 'a link inside the folder');
+    assert.match(symlinkTargetOutside(join(dir, 'outside-link.nii'), dir) ?? '', /private\.nii$/);
+    assert.equal(symlinkTargetOutside(join(dir, 'broken-link.nii'), dir), '(broken link)');
   });
 });
