@@ -14,7 +14,7 @@
  *   resume).
  * - trials.jsonl + betas_final.f32: one line per final trial estimate (trialId, stimulusId,
  *   onsetSec, row) and its raw betas as float32 rows of V values in mask order.
- * - frames/trial_TTTT_KIND_SS.jpg: every frame sent.
+ * - frames/trial_TTTT_KIND_SS.jpg: every frame sent (provisional ones: trial_TTTT_KIND-provisional-vNNNNNN_SS.jpg).
  * - report.json: the run report, written when the run ends.
  *
  * A `kill -9` loses at most the volume being written (its temp file is removed on the next
@@ -27,7 +27,7 @@ import {
 import { endianness } from 'node:os';
 import { join, resolve } from 'node:path';
 import { MindeyeError } from '../errors.ts';
-import type { PipelineEvent, RunInfo, TrialSpec, Volume } from '../events.ts';
+import type { Frame, PipelineEvent, RunInfo, TrialSpec, Volume } from '../events.ts';
 import { encodeNifti, encodeNiftiHeader, type NiftiWriteOptions } from '../io/nifti.ts';
 import { logger } from '../log.ts';
 import type { ProcessingOptions } from './options.ts';
@@ -180,7 +180,7 @@ export function recordedVolumeFiles(dir: string): Map<number, string> {
  * calls before any pipeline stage receives the volume. Every other event goes through `onEvent`.
  *
  * On an existing record it repairs what a killed process left (a temp volume file, a partial
- * last line, betas without their trial line) and appends; `repairs` lists what it did.
+ * last line, betas without their trial line), then appends. `repairs` lists the repairs.
  * Events derived from volumes that the record already has (volIdx <= `resumedThrough`) are not
  * written again when the resumed session re-runs them.
  */
@@ -193,6 +193,8 @@ export class SessionRecorder {
   private readonly recordedTrials = new Set<number>();
   private readonly announcedTrials = new Set<number>();
   private readonly recordedGaps = new Set<number>();
+  private readonly decodedFinalTrials = new Set<number>();
+  private readonly recordedFrames = new Set<string>();
   private resumedThrough = -1;
   private readonly eventsFd: number;
   private readonly log = logger.child({ stage: 'record' });
@@ -219,9 +221,12 @@ export class SessionRecorder {
     const trials = readJsonLines<{ trialId: number }>(join(dir, 'trials.jsonl'));
     this.betaRows = trials.lines.length;
     for (const t of trials.lines) this.recordedTrials.add(t.trialId);
-    for (const e of readJsonLines<{ type: string; trial?: TrialSpec; volIdx?: number }>(join(dir, 'events.jsonl')).lines) {
+    type Line = { type: string; trial?: TrialSpec; volIdx?: number; trialId?: number; final?: boolean; kind?: string; step?: number; provisional?: boolean };
+    for (const e of readJsonLines<Line>(join(dir, 'events.jsonl')).lines) {
       if (e.type === 'trial-added' && e.trial) this.announcedTrials.add(e.trial.trialId);
       if (e.type === 'gap' && typeof e.volIdx === 'number') this.recordedGaps.add(e.volIdx);
+      if (e.type === 'decoded' && e.final === true && typeof e.trialId === 'number') this.decodedFinalTrials.add(e.trialId);
+      if (e.type === 'frame') this.recordedFrames.add(frameKey(e as Frame));
     }
     this.resumedThrough = Math.max(-1, ...this.recordedVolumes, ...this.recordedGaps);
     this.eventsFd = openSync(join(dir, 'events.jsonl'), 'a');
@@ -324,16 +329,22 @@ export class SessionRecorder {
         break;
       }
       case 'decoded': {
-        if (e.volIdx <= this.resumedThrough) break;
+        // A final decode is recorded once per trial, even when the resumed session made it from recorded volumes.
+        if (e.final ? this.decodedFinalTrials.has(e.trialId) : e.volIdx <= this.resumedThrough) break;
+        if (e.final) this.decodedFinalTrials.add(e.trialId);
         const { retrievalEmbedding: _r, priorEmbedding: _p, lowLevelLatents: _l, ...rest } = e;
         this.appendEvent(rest);
         break;
       }
       case 'frame': {
-        if (e.volIdx <= this.resumedThrough) break;
+        const key = frameKey(e);
+        if (this.recordedFrames.has(key)) break;
+        this.recordedFrames.add(key);
         const { image, ...rest } = e;
         const ext = e.mime === 'image/webp' ? 'webp' : e.mime === 'image/png' ? 'png' : 'jpg';
-        const name = `trial_${String(e.trialId).padStart(4, '0')}_${e.kind}${e.provisional ? '-provisional' : ''}_${String(e.step).padStart(2, '0')}.${ext}`;
+        // Provisional frames are sent again at each progressive estimate, so their names carry the volume index.
+        const provisional = e.provisional ? `-provisional-v${String(e.volIdx).padStart(6, '0')}` : '';
+        const name = `trial_${String(e.trialId).padStart(4, '0')}_${e.kind}${provisional}_${String(e.step).padStart(2, '0')}.${ext}`;
         writeFileAtomic(join(this.dir, 'frames', name), image, false);
         this.appendEvent({ ...rest, file: `frames/${name}` });
         break;
@@ -380,6 +391,11 @@ export class SessionRecorder {
       closeSync(fd);
     }
   }
+}
+
+/** Identifies a frame: a resumed session that renders a trial again records only the frames the record lacks. */
+function frameKey(e: Pick<Frame, 'trialId' | 'kind' | 'step' | 'provisional' | 'volIdx'>): string {
+  return `${e.trialId}/${e.kind}/${e.step}/${e.provisional}/${e.volIdx}`;
 }
 
 /** Contents of a record, read back for replay and resume. */
