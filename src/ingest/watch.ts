@@ -188,6 +188,8 @@ class FolderWatcher {
     this.rescanTimer = setInterval(() => this.rescan(), this.opts.rescanMs ?? 1000);
     this.log.info({ existing: this.files.size, series: this.opts.series, format: this.format }, 'watching folder');
     this.rescan();
+    // A resumed session whose record already has every expected volume ends at once.
+    if (this.opts.expectedVolumes !== undefined && this.nextIdx >= this.opts.expectedVolumes) this.flush();
     return () => this.close();
   }
 

@@ -173,6 +173,15 @@ test('killed watch session resumes without loss', async () => {
   assert.ok(rep.resume.downtimeSec >= 0, 'downtime reported');
   assert.equal(rep.resume.liveDuplicatesDropped, 0, 'the watcher drops the files of recorded volumes before emitting them');
 
+  // A restart on the finished record re-runs it and ends at once: every expected volume is there.
+  const again = startWatch(exportDir, record, join(dir, 'report-again.json'));
+  assert.equal(await again.exited, 0, again.stderr);
+  const repAgain = JSON.parse(readFileSync(join(dir, 'report-again.json'), 'utf8'));
+  assert.equal(repAgain.resume.volumesFromRecord, VOLUMES);
+  assert.equal(repAgain.resume.firstLiveVolIdx, undefined);
+  assert.equal(repAgain.trials.length, 8);
+  assert.equal(recordedLines(record).length, VOLUMES, 'nothing recorded twice');
+
   const trials = readJsonLines<{ trialId: number; row: number }>(join(record, 'trials.jsonl')).lines;
   assert.deepEqual(trials.map((t) => t.trialId).sort(), [0, 1, 2, 3, 4, 5, 6, 7], 'one final estimate per trial');
   const voxels = readFileSync(join(record, 'betas_final.f32')).byteLength / 4 / trials.length;
