@@ -231,6 +231,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
         logger.error({ err, dir: session.recordTo }, 'the report could not be written to the session record');
       }
       process.stdout.write(formatSummary(result.report) + '\n');
+      if (resumeInfo) process.stdout.write(formatResume(resumeInfo) + '\n');
       if (session.reportFile) process.stdout.write(`report written to ${session.reportFile}\n`);
       const svg = session.reportFile ? writeAnytimeSvg(result.report, session.reportFile) : undefined;
       if (svg) process.stdout.write(`anytime curve written to ${svg}\n`);
@@ -321,6 +322,14 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     recorder?.close();
     bus.complete();
   }
+}
+
+/** Returns the summary line of a resumed session: downtime, volumes from the record, volumes missed. */
+export function formatResume(info: ResumeInfo): string {
+  const downtime = info.downtimeSec !== undefined ? `${info.downtimeSec.toFixed(1)} s` : 'unknown';
+  const range = info.recordVolumeRange ? ` (${info.recordVolumeRange[0]}-${info.recordVolumeRange[1]})` : '';
+  const missed = info.volumesMissed.length > 0 ? info.volumesMissed.join(', ') : 'none';
+  return `resumed from ${info.record}: downtime ${downtime}, ${info.volumesFromRecord} volumes from the record${range}, volumes missed: ${missed}`;
 }
 
 let recordFailures = 0;

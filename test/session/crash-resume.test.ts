@@ -148,6 +148,7 @@ test('killed watch session resumes without loss', async () => {
   assert.equal(await child.exited, 0, child.stderr);
   checkNothingLost(record, 'end');
   assert.match(child.stdout, /resuming the session recorded in/);
+  assert.match(child.stdout, /resumed from .*: downtime [\d.]+ s, \d+ volumes from the record \(0-\d+\), volumes missed: none/);
 
   const lines = recordedLines(record);
   assert.deepEqual([...lines].sort((a, b) => a - b), Array.from({ length: VOLUMES }, (_, i) => i), 'every volume recorded exactly once');
