@@ -6,7 +6,8 @@ import { asScannerInput, withDesign } from '../ingest/with-design.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
 import { runLiveSession } from './live.ts';
-import { takeWhile } from 'rxjs';
+import { EMPTY, takeWhile } from 'rxjs';
+import { existingRecord } from '../session/record.ts';
 import type { Source } from '../ingest/source.ts';
 
 export const help = `Usage: mindeye-rt serve [--host H] [--port P] [--token T] [--events TSV | --design TSV] [options]
@@ -39,14 +40,23 @@ export async function run(argv: string[]): Promise<number> {
   session.token = token;
   const ingest = pushIngest({ token, maxQueue: values['max-queue'] !== undefined ? Number(values['max-queue']) : undefined });
   const expected = expectedVolumesFromFlags(values);
-  // With --expected-volumes the run ends once that many volumes (or gaps) have passed.
-  let resolved = 0;
-  const source: Source = expected === undefined ? ingest.source : (ctx) => ingest.source(ctx).pipe(
-    takeWhile((e) => {
-      if (e.type === 'volume' || e.type === 'gap') resolved++;
-      return resolved < expected;
-    }, true),
-  );
+  const resumeFrom = existingRecord(session.recordTo);
+  const recordedCount = resumeFrom ? Math.max(-1, ...resumeFrom.volumes.map((v) => v.volIdx), ...resumeFrom.gaps) + 1 : 0;
+  let source: Source = ingest.source;
+  if (expected !== undefined && recordedCount >= expected) {
+    // The record already has every expected volume: the session re-runs it and ends.
+    source = () => EMPTY;
+  } else if (expected !== undefined) {
+    // The run ends once that many volumes (or gaps) have passed. After a restart, a sender that
+    // starts again at 0, or at the next index (the indices before become gaps), passes them all.
+    let resolved = 0;
+    source = (ctx) => ingest.source(ctx).pipe(
+      takeWhile((e) => {
+        if (e.type === 'volume' || e.type === 'gap') resolved++;
+        return resolved < expected;
+      }, true),
+    );
+  }
   if (!session.dashboard) {
     const app = Fastify({ logger: false });
     await app.register(websocket, { options: { maxPayload: 256 * 1024 * 1024 } });
@@ -54,7 +64,7 @@ export async function run(argv: string[]): Promise<number> {
     const address = await app.listen({ host: session.host, port: session.port });
     process.stdout.write(`serve: ingest at ${address.replace('http', 'ws')}/ingest (token ${token}); recording to ${session.recordTo}\n`);
     try {
-      return await runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve' });
+      return await runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve', resumeFrom });
     } finally {
       await app.close();
     }
@@ -62,6 +72,6 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(`serve: ingest at ws://${session.host}:${session.port}/ingest (token ${token}); recording to ${session.recordTo}\n`);
   return runLiveSession({
     source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve',
-    plugins: [ingest.plugin],
+    plugins: [ingest.plugin], resumeFrom,
   });
 }
