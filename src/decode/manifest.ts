@@ -151,15 +151,6 @@ export function loadManifest(dirArg: string): LoadedManifest {
         'name the head whose output this head takes');
     }
   }
-  const latentShape = m.heads.lowLevel?.latentShape;
-  // Checked here when present; the renderer, which needs it, rejects a missing one (render/config.ts).
-  if (latentShape !== undefined && !(Array.isArray(latentShape) && latentShape.length === 3
-    && latentShape.every((n) => Number.isInteger(n) && n >= 1))) {
-    throw new MindeyeError('MODEL_SHAPE_MISMATCH', 'The low-level latent shape is invalid.', {
-      file: manifestPath, field: 'heads.lowLevel.latentShape', value: JSON.stringify(latentShape),
-      expected: '[C, H, W]: 3 positive integers, the shape of the lowLevel head\'s output', fix: 'write the shape the exporter gave the lowLevel head',
-    });
-  }
   if (!takesVoxels) {
     throw invalid(manifestPath, 'heads.*.input', 'no head takes "voxels"', 'at least one head with input "voxels"', 'add a backbone or classifier on voxels');
   }
