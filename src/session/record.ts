@@ -182,7 +182,8 @@ export function recordedVolumeFiles(dir: string): Map<number, string> {
  * On an existing record it repairs what a killed process left (a temp volume file, a partial
  * last line, betas without their trial line), then appends. `repairs` lists the repairs.
  * Events derived from volumes that the record already has (volIdx <= `resumedThrough`) are not
- * written again when the resumed session re-runs them.
+ * written again when the resumed session re-runs them, except what the record lacks: a trial's
+ * final estimate and final decode, and frames.
  */
 export class SessionRecorder {
   readonly repairs: string[] = [];
@@ -195,6 +196,7 @@ export class SessionRecorder {
   private readonly recordedGaps = new Set<number>();
   private readonly decodedFinalTrials = new Set<number>();
   private readonly recordedFrames = new Set<string>();
+  /** Highest volume or gap index the record had when this recorder opened it (-1 for a new record). */
   private resumedThrough = -1;
   private readonly eventsFd: number;
   private readonly log = logger.child({ stage: 'record' });
@@ -234,11 +236,6 @@ export class SessionRecorder {
       type: 'record-start', format: RECORD_FORMAT, pid: process.pid, command: meta.command,
       resumed: this.recordedVolumes.size > 0, volumesInRecord: this.recordedVolumes.size,
     });
-  }
-
-  /** Highest volume or gap index the record held when this recorder opened it (-1 for a new record). */
-  get resumedThroughIdx(): number {
-    return this.resumedThrough;
   }
 
   private repair(): void {
