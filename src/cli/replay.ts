@@ -109,7 +109,7 @@ export async function run(argv: string[]): Promise<number> {
 
 /** Keeps the processing options whose flag is on the command line (the rest come from the record). */
 function explicitProcessing(argv: string[], parsed: ProcessingOptions): Partial<ProcessingOptions> {
-  const given = (flag: string) => argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
+  const isOnCommandLine = (flag: string) => argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
   const out: Partial<ProcessingOptions> = {};
   const byFlag: [string, keyof ProcessingOptions][] = [
     ['mask', 'maskFile'], ['mask-rule', 'maskRule'], ['motion', 'motion'], ['motion-reference', 'motionReference'], ['glm', 'glm'],
@@ -117,7 +117,7 @@ function explicitProcessing(argv: string[], parsed: ProcessingOptions): Partial<
     ['fd-threshold', 'fdThresholdMm'], ['normalize', 'normalize'],
   ];
   for (const [flag, key] of byFlag) {
-    if (given(flag)) (out as Record<string, unknown>)[key] = parsed[key];
+    if (isOnCommandLine(flag)) (out as Record<string, unknown>)[key] = parsed[key];
   }
   return out;
 }
