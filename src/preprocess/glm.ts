@@ -75,6 +75,12 @@ interface TrialState {
 }
 
 const NOMINAL_DURATION_SEC = 300;
+/**
+ * Longest run the drift basis is sized for (1 hour). A header can claim any volume count (a
+ * NIfTI-2 dim[4] of 2^40), and the DCT basis grows with the run, so a claim is clamped here.
+ * NOTE: a real run longer than an hour keeps the 1-hour basis, which models slow drift less well.
+ */
+export const MAX_RUN_DURATION_SEC = 3600;
 
 export class OnlineTrialGlm {
   readonly voxelCount: number;
@@ -105,7 +111,7 @@ export class OnlineTrialGlm {
     this.hrf = opts.hrf ? resampleHrf(opts.hrf, opts.hrfDtSec ?? this.dtSec, this.dtSec) : canonicalHrf(this.dtSec);
     const hrfLengthSec = (this.hrf.length - 1) * this.dtSec;
     this.hrfLengthSec = hrfLengthSec;
-    this.durationSec = opts.expectedDurationSec ?? NOMINAL_DURATION_SEC;
+    this.durationSec = Math.min(opts.expectedDurationSec ?? NOMINAL_DURATION_SEC, MAX_RUN_DURATION_SEC);
     this.driftCount = opts.drift.kind === 'poly'
       ? opts.drift.order + 1
       : 1 + Math.max(0, Math.floor((2 * this.durationSec) / opts.drift.cutoffSec));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { readNifti } from '../../src/io/nifti.ts';
 import { readBidsEvents } from '../../src/io/tsv.ts';
 import { loadMask, applyMask } from '../../src/preprocess/mask.ts';
-import { HrfLibraryGlm, OnlineTrialGlm, type GlmMethod, type RawTrialEstimate } from '../../src/preprocess/glm.ts';
+import { HrfLibraryGlm, MAX_RUN_DURATION_SEC, OnlineTrialGlm, type GlmMethod, type RawTrialEstimate } from '../../src/preprocess/glm.ts';
 import { canonicalHrf } from '../../src/preprocess/hrf.ts';
 import { HAXBY_MASK, haxbyRun, ROOT } from '../helpers/data.ts';
 import { pythonSkipReason, runPython } from '../helpers/python.ts';
@@ -174,4 +174,21 @@ test('hrf library groups match one GLM per HRF', () => {
   }
   assert.ok(Math.abs(first[1] - canonicalFinal!.betas[1]) > 1e-6, 'odd voxels use the later HRF');
   assert.ok(Math.abs(first[0] - canonicalFinal!.betas[0]) < 1e-9, 'even voxels use the canonical HRF');
+});
+
+test('drift basis clamps a huge claimed run length', () => {
+  // A NIfTI-2 header may claim 2^40 volumes. The DCT basis grows with the run, so without the
+  // clamp the regressor arrays would not fit in memory.
+  const trials = [{ trialId: 0, stimulusId: 'a', onsetSec: 4, durationSec: 2 }];
+  const glm = new OnlineTrialGlm(trials, 50, {
+    method: 'lss', trSec: 2, windowSec: 10, drift: { kind: 'dct', cutoffSec: 128 }, expectedDurationSec: 2 ** 40 * 2, motionRegressors: false,
+  });
+  const drift = glm.driftRow(3600);
+  assert.equal(drift.length, 1 + Math.floor((2 * MAX_RUN_DURATION_SEC) / 128));
+  const estimates: RawTrialEstimate[] = [];
+  for (let v = 0; v < 12; v++) estimates.push(...glm.addVolume(v, v * 2, Float32Array.from({ length: 50 }, (_, i) => 100 + Math.sin(v + i))));
+  estimates.push(...glm.finish(11));
+  const finals = estimates.filter((e) => e.final);
+  assert.equal(finals.length, 1);
+  assert.equal(finals[0].betas.length, 50);
 });
