@@ -37,6 +37,7 @@ import {
   type FormatOption, type SliceFile, type VolumeFile,
 } from './dicom/index.ts';
 import type { Source, SourceContext, SourceEvent } from './source.ts';
+import { symlinkTargetOutside } from '../io/paths.ts';
 
 export interface WatchOptions {
   dir: string;
@@ -291,6 +292,13 @@ class FolderWatcher {
     let decoded: ReturnType<typeof decodeScannerFile>;
     const readStartMs = nowMs();
     try {
+      const outside = symlinkTargetOutside(tracked.path, this.opts.dir);
+      if (outside !== undefined) {
+        throw new MindeyeError('INGEST_INVALID', 'The file is a symbolic link to a file outside the watched folder.', {
+          file: tracked.path, field: 'symbolic link', value: outside, expected: `a file inside ${this.opts.dir}`,
+          fix: 'copy the file into the watched folder instead of linking to it',
+        });
+      }
       decoded = decodeScannerFile(readFileSync(tracked.path), tracked.path, {
         format: this.format, niftiFirstNumber: this.opts.niftiFirstNumber,
       });

@@ -1,7 +1,5 @@
 // `watch` reads only files inside --dir: a symbolic link whose target lies outside the folder
 // is reported and skipped, while the other volumes go on in order (docs/limits.md).
-// TODO: src/ingest/watch.ts still follows such links (its statFile uses statSync); this test is
-// marked todo until the watcher checks the link target.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -12,7 +10,7 @@ import { HAXBY_MASK, ROOT } from '../helpers/data.ts';
 
 const VOLUME = join(ROOT, 'test/fixtures/bad-input/good-volume.nii');
 
-test('watch skips a link out of the folder', { todo: 'src/ingest/watch.ts follows symbolic links' }, () => {
+test('watch skips a link out of the folder', () => {
   const root = mkdtempSync(join(tmpdir(), 'watch-link-'));
   const exportDir = join(root, 'export');
   mkdirSync(exportDir);
