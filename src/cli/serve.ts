@@ -1,7 +1,8 @@
 /** `mindeye-rt serve`: decode volumes pushed over a WebSocket at /ingest. */
 import Fastify from 'fastify';
 import websocket from '@fastify/websocket';
-import { pushIngest } from '../ingest/push.ts';
+import { DEFAULT_PUSH_QUEUE, pushIngest } from '../ingest/push.ts';
+import type { RunReport } from '../session/report.ts';
 import { asScannerInput, withDesign } from '../ingest/with-design.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
@@ -39,6 +40,12 @@ export async function run(argv: string[]): Promise<number> {
   const token = sessionToken(session.token);
   session.token = token;
   const ingest = pushIngest({ token, maxQueue: values['max-queue'] !== undefined ? Number(values['max-queue']) : undefined });
+  const pushQueueBound = values['max-queue'] !== undefined ? Number(values['max-queue']) : DEFAULT_PUSH_QUEUE;
+  const amendReport = (report: RunReport) => {
+    const summary = report.summary as Record<string, unknown>;
+    const queues = (summary.queues ?? {}) as Record<string, unknown>;
+    summary.queues = { ...queues, push: { bound: pushQueueBound, highWater: ingest.stats().maxQueued } };
+  };
   const expected = expectedVolumesFromFlags(values);
   const resumeFrom = existingRecord(session.recordTo);
   const recordedCount = resumeFrom ? Math.max(-1, ...resumeFrom.volumes.map((v) => v.volIdx), ...resumeFrom.gaps) + 1 : 0;
@@ -64,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
     const address = await app.listen({ host: session.host, port: session.port });
     process.stdout.write(`serve: ingest at ${address.replace('http', 'ws')}/ingest (token ${token}); recording to ${session.recordTo}\n`);
     try {
-      return await runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve', resumeFrom });
+      return await runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve', resumeFrom, amendReport });
     } finally {
       await app.close();
     }
@@ -72,6 +79,6 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(`serve: ingest at ws://${session.host}:${session.port}/ingest (token ${token}); recording to ${session.recordTo}\n`);
   return runLiveSession({
     source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'serve',
-    plugins: [ingest.plugin], resumeFrom,
+    plugins: [ingest.plugin], resumeFrom, amendReport,
   });
 }

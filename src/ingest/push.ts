@@ -223,6 +223,9 @@ export interface PushIngestOptions {
   path?: string;
 }
 
+/** Volumes that may wait for the pipeline before senders are paused (`serve --max-queue`). */
+export const DEFAULT_PUSH_QUEUE = 4;
+
 export interface PushStats {
   received: number;
   delivered: number;
@@ -265,7 +268,7 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
       field: 'token', value: opts.token, expected: 'a non-empty string', fix: 'pass --token T or let the session generate one',
     });
   }
-  const maxQueue = opts.maxQueue ?? 4;
+  const maxQueue = opts.maxQueue ?? DEFAULT_PUSH_QUEUE;
   if (!Number.isInteger(maxQueue) || maxQueue < 1) {
     throw new MindeyeError('INGEST_INVALID', 'Invalid push queue length.', {
       field: 'maxQueue (--max-queue)', value: opts.maxQueue, expected: 'an integer >= 1', fix: 'pass --max-queue 4, or leave it out',

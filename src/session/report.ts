@@ -98,6 +98,8 @@ export class ReportCollector {
   gaps = 0;
   flaggedVolumes = 0;
   skipped = { img2img: 0, previews: 0, decodes: 0 };
+  /** Bounded queues: their bound and the longest length seen, for `summary.queues`. */
+  readonly queues: Record<string, { bound: number; highWater: number }> = {};
   private readonly stageMs = new Map<string, number[]>();
   private readonly volumeReceivedMs = new Map<number, number>();
   readonly finalDecoded = new Map<number, Decoded>();
@@ -269,6 +271,7 @@ export class ReportCollector {
     if (evaluated.length > 0 || brain) summary.evaluation = evaluationSummary;
     if (this.problems.length > 0) summary.problems = [...this.problems];
     summary.skipped = { ...this.skipped };
+    if (Object.keys(this.queues).length > 0) summary.queues = structuredClone(this.queues);
 
     const latencyMs: Record<string, Percentiles> = {};
     for (const [stage, values] of [...this.stageMs.entries(), ...Object.entries(latency)]) {

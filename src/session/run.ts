@@ -19,7 +19,7 @@ import { checkSameGrid, loadMask, type Mask } from '../preprocess/mask.ts';
 import { BetaNormalizer } from '../preprocess/normalize.ts';
 import { preprocessVolumes, type Registrar } from '../preprocess/stage.ts';
 import { estimateTrials } from '../preprocess/trial-stage.ts';
-import { decodeTrials } from '../decode/stage.ts';
+import { DEFAULT_DECODE_QUEUE, decodeTrials } from '../decode/stage.ts';
 import { loadModel, type LoadedModel } from '../decode/model.ts';
 import type { Device } from '../decode/ort.ts';
 import type { ProcessingOptions } from './options.ts';
@@ -133,7 +133,7 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
   let motionOn = false;
   let volumesNotRecorded = 0;
   const startedMs = nowMs();
-  const source$ = config.source({ runId, pacing: pacer }).pipe(
+  const source$ = config.source({ runId, pacing: pacer, publishTiming: publish }).pipe(
     tap((e) => {
       if (e.type === 'run-info') {
         motionOn = config.processing.motion === 'on' || (config.processing.motion === 'auto' && e.motionCorrection);
@@ -184,6 +184,10 @@ export async function runSession(config: SessionConfig): Promise<SessionResult> 
       decodeTrials({
         runId, model, topK: config.topK ?? 5, maxBatch: 8, publish,
         onSkipped: () => { collector.skipped.decodes++; },
+        onQueueLength: (length) => {
+          const queue = (collector.queues.decode ??= { bound: DEFAULT_DECODE_QUEUE, highWater: 0 });
+          queue.highWater = Math.max(queue.highWater, length);
+        },
       }),
     );
     tail$ = config.render ? config.render(decoded$, { runId, model, publish, collector, pacer }) : decoded$;

@@ -43,7 +43,8 @@ test('fit then replay writes a report', () => {
     assert.equal(t.frames, 0, 'a classifier makes no frames');
     assert.equal(t.final.pixCorr, undefined, 'no image metric without images');
   }
-  for (const stage of ['preprocess', 'decode', 'volumeToDecode', 'glm']) {
+  assert.ok(rep.summary.queues.decode.highWater <= rep.summary.queues.decode.bound, 'decode queue within its bound');
+  for (const stage of ['ingest', 'preprocess', 'decode', 'volumeToDecode', 'glm']) {
     assert.ok(rep.summary.latencyMs[stage]?.p95 >= 0, `latency of ${stage}`);
   }
   assert.ok(Array.isArray(rep.summary.anytime), 'anytime curve in the summary');

@@ -92,7 +92,9 @@ test('flooded demo replay keeps betas and low-level frames', async () => {
     },
     onEvent: (e) => events.push(e),
   });
-  const summary = result.report.summary as { skipped: { img2img: number; previews: number; decodes: number }; trialsDecoded: number };
+  const summary = result.report.summary as {
+    skipped: { img2img: number; previews: number; decodes: number }; trialsDecoded: number; queues: Record<string, { bound: number; highWater: number }>;
+  };
   const trials = result.report.trials as { trialId: number }[];
   const ofType = <T extends PipelineEvent['type']>(type: T) => events.filter((e): e is Extract<PipelineEvent, { type: T }> => e.type === type);
 
@@ -116,5 +118,8 @@ test('flooded demo replay keeps betas and low-level frames', async () => {
   assert.equal(summary.skipped.img2img, skipWarnings.length, 'skipped img2img = "skipped" warnings');
   assert.equal(summary.skipped.img2img, finalFrames.filter((f) => f.step < f.stepCount).length, 'skipped img2img = final frames cut short');
   assert.equal(summary.skipped.previews, stepsPlanned - previewsSent, 'skipped previews = planned steps without a preview');
+  assert.equal(summary.queues.decode.bound, DEFAULT_DECODE_QUEUE);
+  assert.ok(summary.queues.decode.highWater >= 1, `decode queue high-water ${summary.queues.decode.highWater}`);
+  assert.ok(summary.queues.decode.highWater <= summary.queues.decode.bound, `decode queue high-water ${summary.queues.decode.highWater}`);
   assert.equal(finalFrames.length, trials.length, 'one final frame per trial');
 });

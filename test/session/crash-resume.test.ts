@@ -1,6 +1,7 @@
 // A live watch session killed with SIGKILL at several points and restarted on its record: nothing
 // it received is lost, the files that arrived while it was down are taken in order, and the final
 // report covers every trial. A replay of the record gives the live run's final betas.
+import { DEFAULT_PUSH_QUEUE } from '../../src/ingest/push.ts';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -252,6 +253,9 @@ test('killed serve session resumes from pushed volumes', async () => {
   assert.equal(rep.resume.firstLiveVolIdx, 45);
   assert.equal(rep.summary.volumesReceived, VOLUMES - 5);
   assert.equal(rep.trials.length, 8, 'the report covers every trial');
+  assert.equal(rep.summary.queues.push.bound, DEFAULT_PUSH_QUEUE);
+  assert.ok(rep.summary.queues.push.highWater >= 1, `push queue high-water ${rep.summary.queues.push.highWater}`);
+  assert.ok(rep.summary.queues.push.highWater <= DEFAULT_PUSH_QUEUE + 1, `push queue high-water ${rep.summary.queues.push.highWater}`);
   const lines = recordedLines(record);
   assert.deepEqual(lines, [...new Set(lines)], 'no volume recorded twice');
   assert.equal(lines.length, VOLUMES - 5);
