@@ -29,7 +29,8 @@ export type ErrorCode =
   | 'PYTHON_DEPENDENCY_MISSING'
   | 'RENDER_FAILED'
   | 'SIM_DATA_MISSING'
-  | 'DEADLINE_MISSED';
+  | 'DEADLINE_MISSED'
+  | 'RECORD_INVALID';
 
 export interface ErrorDetails {
   file?: string;

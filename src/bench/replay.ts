@@ -169,7 +169,7 @@ export async function replayDemo(opts: ReplayOptions): Promise<ReplayCapture> {
       processing: { ...DEFAULT_PROCESSING, motion: 'on', maskFile: useModel ? undefined : nsd.paths.roi, maskRule: 'value == 1' },
       createRegistrar: registrarFactory(DEFAULT_PROCESSING),
       render: renderStageFor(opts.device),
-      finishReport: (c) => addImageMetrics(c, stimuli),
+      finishReport: (c, model) => addImageMetrics(c, stimuli, { model }),
       onEvent: (e) => {
         record(capture, e);
         if (e.type === 'run-info') total = opts.maxVolumes === undefined ? e.expectedVolumes : Math.min(opts.maxVolumes, e.expectedVolumes ?? opts.maxVolumes);

@@ -63,7 +63,8 @@ export const SESSION_HELP = `Model, output and dashboard:
   --speed realtime|F|max   replay pacing: one volume per TR, F times faster, or as fast as possible
   --top-k K                retrieval candidates kept per trial (default 5)
   --report FILE.json       write the run report (counts, metrics, latency percentiles)
-  --record-to DIR          record the session (volumes, events, final betas, frames) to DIR
+  --record-to DIR          record the session (volumes, events, final betas, frames, report) to DIR;
+                           watch and serve resume an existing record (docs/record.md)
   --no-dashboard           run headless (exits when the run ends)
   --host H                 dashboard address (default 127.0.0.1)
   --port P                 dashboard port (default 8080; 0 picks a free port)

@@ -417,11 +417,11 @@ export interface RecordContents {
   problems: string[];
 }
 
-/** Reads a record back. Throws CLI_USAGE when `dir` is not a mindeye-rt record. */
+/** Reads a record back. Throws RECORD_INVALID when `dir` is not a mindeye-rt record. */
 export function readRecord(dir: string): RecordContents {
   const runFile = join(dir, 'run.json');
   if (!existsSync(runFile)) {
-    throw new MindeyeError('CLI_USAGE', 'Not a mindeye-rt session record: run.json is missing.', {
+    throw new MindeyeError('RECORD_INVALID', 'Not a mindeye-rt session record: run.json is missing.', {
       file: runFile, field: '--record', fix: 'pass a directory written by --record-to (watch and serve write sessions/<date-time>/)',
     });
   }
@@ -429,17 +429,17 @@ export function readRecord(dir: string): RecordContents {
   try {
     run = JSON.parse(readFileSync(runFile, 'utf8')) as SavedRun;
   } catch (err) {
-    throw new MindeyeError('CLI_USAGE', 'The record\'s run.json is not valid JSON.', {
+    throw new MindeyeError('RECORD_INVALID', 'The record\'s run.json is not valid JSON.', {
       file: runFile, field: 'run.json', value: (err as Error).message, fix: 'restore run.json from a backup, or record the session again',
     });
   }
   if (!READABLE_FORMATS.includes(run.format)) {
-    throw new MindeyeError('CLI_USAGE', 'Unsupported record format.', {
+    throw new MindeyeError('RECORD_INVALID', 'Unsupported record format.', {
       file: runFile, field: 'format', value: run.format, expected: READABLE_FORMATS.join(' or '), fix: 'record the session again with this version',
     });
   }
   if (!Array.isArray(run.affine) || run.affine.length !== 16 || !Array.isArray(run.shape) || !(run.trSec >= 0)) {
-    throw new MindeyeError('CLI_USAGE', 'The record\'s run.json lacks the grid or the TR.', {
+    throw new MindeyeError('RECORD_INVALID', 'The record\'s run.json lacks the grid or the TR.', {
       file: runFile, field: 'affine/shape/trSec', value: JSON.stringify({ shape: run.shape, trSec: run.trSec }),
       expected: 'shape [x, y, z], trSec >= 0 and a 16-value affine', fix: 'record the session again',
     });
