@@ -32,7 +32,9 @@ test('nsd replay processes all 226 volumes at max speed', () => {
   assert.ok(Math.abs(rep.run.trSec - 4 / 3) < 1e-6, `TR ${rep.run.trSec}`);
   assert.ok(rep.summary.latencyMs.preprocess.p95 > 0, 'preprocess latency reported');
   console.log(`NSD fixture replay: peak RSS ${rep.summary.peakRssMb} MB, ${rep.summary.realtimeFactor.toFixed(1)}x real time, preprocess p95 ${rep.summary.latencyMs.preprocess.p95.toFixed(1)} ms`);
-  assert.ok(rep.summary.peakRssMb < 300, `peak RSS ${rep.summary.peakRssMb} MB (no model loaded)`);
+  // The whole run would take 316 MB as int16 (632 MB as float32) on top of a ~150 MB baseline, so
+  // this bound catches a run read at once while leaving room for collection delays under load.
+  assert.ok(rep.summary.peakRssMb < 420, `peak RSS ${rep.summary.peakRssMb} MB (no model loaded)`);
 });
 
 test('first volume enters before the file is read', async () => {
