@@ -5,8 +5,11 @@
 import { versus, type BudgetRow, type ImgCompleteness, type StageRow } from './analysis.ts';
 import type { MachineInfo } from './machine.ts';
 import type { PeerResult } from './peers.ts';
+import type { SoakResult } from './soak.ts';
 
 export interface MarkdownInput {
+  /** Long replays back to back (`--soak`), when requested. */
+  soak?: SoakResult;
   command: string;
   date: string;
   durationSec: number;
@@ -164,8 +167,28 @@ export function benchMarkdown(input: MarkdownInput): string {
     out.push('## Realtime segment', '', text, '', latencyTable(r.endToEnd, false), '');
   }
   out.push('## Peers', '', 'Ratios are peer time / our time on the same inputs (above 1: the peer is slower).', '', peerLines(input.peers), '');
+  if (input.soak) out.push('## Soak', '', soakLines(input.soak), '');
   out.push('## Plots', '', `- [latency histograms per stage](${input.plots.histograms})`);
   if (input.plots.timeline) out.push(`- [timeline of one trial](${input.plots.timeline})`);
   out.push('');
   return out.join('\n');
+}
+
+/** Formats the soak summary: memory and p95 latency in the first and the last run. */
+export function soakLines(soak: SoakResult): string {
+  const s = soak.summary;
+  const lines = [
+    `${s.runs} max-speed replays back to back in ${(s.durationSec / 60).toFixed(1)} min (${s.volumes} volumes); memory after each run and a full collection:`,
+    '',
+    '| memory | first run | last run | max | trend per run |',
+    '|---|---|---|---|---|',
+    `| RSS (MiB) | ${s.rssMb.first} | ${s.rssMb.last} | ${s.rssMb.max} | ${s.rssMb.slopePerRun} |`,
+    `| V8 heap in use (MiB) | ${s.heapUsedMb.first} | ${s.heapUsedMb.last} | ${s.heapUsedMb.max} | ${s.heapUsedMb.slopePerRun} |`,
+    '',
+    '| p95 (ms) | first run | last run |',
+    '|---|---|---|',
+  ];
+  for (const stage of Object.keys(s.p95Ms.first)) lines.push(`| ${stage} | ${s.p95Ms.first[stage]} | ${s.p95Ms.last[stage] ?? '?'} |`);
+  lines.push('', 'Every run is in soak.json (`series`).');
+  return lines.join('\n');
 }

@@ -2,6 +2,7 @@
  * `mindeye-rt bench`: latency and throughput on this machine, written under --out as JSON
  * (bench.json), Markdown (bench.md) and SVG plots. Performance lives here, never in timed tests.
  */
+import type { SoakResult } from '../bench/soak.ts';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -126,6 +127,10 @@ export async function run(argv: string[]): Promise<number> {
   const maxVolumes = values['max-volumes'] === undefined ? undefined : integerFlag(values['max-volumes'], '--max-volumes', 1);
   const peers = parsePeers(String(values.peers));
   const dashboard = !values['no-dashboard'];
+  const soakMinutes = values.soak === undefined ? undefined : Number(values.soak);
+  if (soakMinutes !== undefined && !(Number.isFinite(soakMinutes) && soakMinutes > 0)) {
+    throw new MindeyeError('CLI_USAGE', 'Invalid value for --soak.', { field: '--soak', value: String(values.soak), expected: 'a positive number of minutes, e.g. 120 or 0.5', fix: 'see --help' });
+  }
   const outDir = String(values.out);
   mkdirSync(outDir, { recursive: true });
 
@@ -212,15 +217,10 @@ export async function run(argv: string[]): Promise<number> {
     }
   }
 
-  if (values.soak !== undefined) {
+  if (soakMinutes !== undefined) {
     // Soak block (src/bench/soak.ts): long max-speed replays, memory and p95 latency per run.
-    const minutes = Number(values.soak);
-    if (!Number.isFinite(minutes) || minutes <= 0) {
-      throw new MindeyeError('CLI_USAGE', 'Invalid value for --soak.', { field: '--soak', value: String(values.soak), expected: 'a positive number of minutes, e.g. 120 or 0.5', fix: 'see --help' });
-    }
+    const minutes = soakMinutes;
     const { runSoak, soakLine, summarizeSoak } = await import('../bench/soak.ts');
-    const outDir = String(values.out);
-    mkdirSync(outDir, { recursive: true });
     say(`bench: soak for ${minutes} min, demo replays at max speed back to back`);
     const soak = await runSoak({
       minutes,
@@ -297,7 +297,7 @@ export async function run(argv: string[]): Promise<number> {
     volumes: summary.volumesProcessed as number, trialsDecoded: summary.trialsDecoded as number,
     realtimeFactor: summary.realtimeFactor as number | undefined, throughputVolumesPerSec: summary.throughputVolumesPerSec as number | undefined,
     peakRssMb: summary.peakRssMb as number | undefined, skipped: summary.skipped as Record<string, number> | undefined,
-    budgets, stages, endToEnd, realtime, peers: peerResults,
+    budgets, stages, endToEnd, realtime, peers: peerResults, soak: results.soak as SoakResult | undefined,
     plots: { histograms: histogramFile, timeline: timeline ? timelineFile : undefined },
   }));
   say(`bench: results written to ${join(outDir, 'bench.json')}, bench.md, ${histogramFile}${timeline ? `, ${timelineFile}` : ''} (${durationSec.toFixed(0)} s)`);

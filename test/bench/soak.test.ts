@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runSoak, slope, summarizeSoak, type SoakRun } from '../../src/bench/soak.ts';
 import { demoReplay } from '../../src/cli/bench.ts';
+import { soakLines } from '../../src/bench/report-md.ts';
 import { DEMO_MODEL_DIR } from '../../src/demo/prepare.ts';
 
 test('slope of steady and growing series', () => {
@@ -38,4 +39,17 @@ test('short soak keeps memory flat', async () => {
   assert.equal(summary.runs, 4);
   assert.equal(summary.rssMb.first, result.series[0].rssMb);
   assert.equal(summary.volumes, result.series.reduce((a, r) => a + r.volumes, 0));
+});
+
+test('soak markdown lists memory and p95', () => {
+  const series: SoakRun[] = [1, 2, 3].map((run) => ({
+    run, startedAtSec: (run - 1) * 20, durationSec: 20, volumes: 226, trialsDecoded: 63,
+    rssMb: 200 + run, heapUsedMb: 13, arrayBuffersMb: 0.3, p95Ms: { preprocess: 10 * run, betaToFirstFrame: 30 },
+  }));
+  const text = soakLines({ summary: summarizeSoak(1, series, 60), series });
+  assert.match(text, /^3 max-speed replays back to back in 1\.0 min \(678 volumes\)/);
+  assert.match(text, /\| RSS \(MiB\) \| 201 \| 203 \| 203 \| 1 \|/);
+  assert.match(text, /\| V8 heap in use \(MiB\) \| 13 \| 13 \| 13 \| 0 \|/);
+  assert.match(text, /\| preprocess \| 10 \| 30 \|/);
+  assert.match(text, /\| betaToFirstFrame \| 30 \| 30 \|/);
 });
