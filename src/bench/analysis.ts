@@ -98,16 +98,17 @@ export interface BudgetRow {
 }
 
 /** Compares a measured value with a bar: "meets, 38 ms under (0.62x the bar)" or "misses by 12 ms (1.10x the bar)". */
-export function versus(row: BudgetRow, bar: number | undefined): string {
+export function versus(row: BudgetRow, bar: number | undefined, name: 'bar' | 'goal' = 'bar'): string {
   if (bar === undefined) return '';
   if (row.measured === undefined) return 'not measured';
   const m = row.measured;
   let unit = ` ${row.unit}`;
-  if (row.unit === 'x real time') unit = 'x';
+  if (row.unit === 'x real time') unit = ' in real-time factor';
   if (row.unit === '% of trials') unit = ' points';
   const diff = Math.abs(m - bar);
-  const ratio = bar === 0 ? '' : ` (${(m / bar).toFixed(2)}x the bar)`;
+  const ratio = bar === 0 ? '' : ` (${(m / bar).toFixed(2)} of the ${name})`;
   const meets = row.direction === 'at most' ? m <= bar : m >= bar;
+  if (meets && diff === 0) return `meets (exactly the ${name})`;
   if (meets) return `meets, ${round(diff)}${unit} ${row.direction === 'at most' ? 'under' : 'over'}${ratio}`;
   return `misses by ${round(diff)}${unit}${ratio}`;
 }

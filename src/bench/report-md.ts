@@ -63,7 +63,7 @@ export function budgetTable(budgets: BudgetRow[]): string {
   ];
   for (const row of budgets) {
     const note = row.note ? ` (${row.note})` : '';
-    lines.push(`| ${row.path} | ${measured(row)}${note} | ${bar(row, row.firstBar)} | ${bar(row, row.goal)} | ${versus(row, row.firstBar)} | ${versus(row, row.goal)} |`);
+    lines.push(`| ${row.path} | ${measured(row)}${note} | ${bar(row, row.firstBar)} | ${bar(row, row.goal)} | ${versus(row, row.firstBar, 'bar')} | ${versus(row, row.goal, 'goal')} |`);
   }
   return lines.join('\n');
 }

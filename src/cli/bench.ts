@@ -129,10 +129,17 @@ export async function run(argv: string[]): Promise<number> {
   const dashboard = !values['no-dashboard'];
   const soakMinutes = values.soak === undefined ? undefined : Number(values.soak);
   if (soakMinutes !== undefined && !(Number.isFinite(soakMinutes) && soakMinutes > 0)) {
-    throw new MindeyeError('CLI_USAGE', 'Invalid value for --soak.', { field: '--soak', value: String(values.soak), expected: 'a positive number of minutes, e.g. 120 or 0.5', fix: 'see --help' });
+    throw usage('--soak', values.soak, 'a positive number of minutes, e.g. 120 or 0.5');
   }
   const outDir = String(values.out);
-  mkdirSync(outDir, { recursive: true });
+  try {
+    mkdirSync(outDir, { recursive: true });
+  } catch (err) {
+    throw new MindeyeError('CLI_USAGE', 'The output folder cannot be created.', {
+      file: outDir, field: '--out', value: (err as Error).message, expected: 'a folder path that is writable, or does not exist yet under a writable folder',
+      fix: 'pass another --out',
+    });
+  }
 
   const startedMs = performance.now();
   const machine = describeMachine();
@@ -159,7 +166,9 @@ export async function run(argv: string[]): Promise<number> {
   let realtime: (ImgCompleteness & { volumes: number; realtimeFactor?: number; betaToFinalFrameP95?: number; stages: StageRow[]; endToEnd: StageRow[] }) | undefined;
   let realtimeCapture: ReplayCapture | undefined;
   if (rtVolumes > 0) {
-    say(`bench: first ${rtVolumes} volumes at realtime speed`);
+    const runVolumes = summary.volumesReceived as number;
+    if (rtVolumes > runVolumes) say(`bench: --realtime-volumes ${rtVolumes} is more than the run's ${runVolumes} volumes; the whole run is replayed at realtime speed`);
+    else say(`bench: first ${rtVolumes} volumes at realtime speed`);
     realtimeCapture = await replayDemo({
       grid, speed: { kind: 'realtime' }, device, modelDir, maxVolumes: rtVolumes, dashboard,
       onVolume: progressPrinter('realtime segment'),

@@ -14,7 +14,7 @@
  * failure in one part is reported in the summary's problems and costs that part only.
  */
 import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Decoded, Frame } from '../events.ts';
 import type { LazyImgBrick } from '../ingest/stimuli.ts';
 import { logger } from '../log.ts';
@@ -225,11 +225,15 @@ async function finalImagesWithTruth(collector: ReportCollector, truths: TruthCac
   return { recons, truthImages, truthIndex };
 }
 
-/** Writes anytime.svg beside the report file; returns its path, or undefined without a curve. */
+/**
+ * Writes the anytime curve beside the report file, named after it (report.json ->
+ * report.anytime.svg) so that reports in one folder keep their own curves. Returns its path, or
+ * undefined without a curve.
+ */
 export function writeAnytimeSvg(report: RunReport, reportFile: string): string | undefined {
   const summary = report.summary as { anytime?: AnytimePoint[]; retrievalChance?: number };
   if (!summary.anytime || summary.anytime.length === 0) return undefined;
-  const file = join(dirname(reportFile), 'anytime.svg');
+  const file = join(dirname(reportFile), `${basename(reportFile).replace(/\.json$/i, '')}.anytime.svg`);
   const source = report.run.source.length > 60 ? `${report.run.source.slice(0, 57)}...` : report.run.source;
   const title = `Anytime decoding: ${source}`;
   writeFileSync(file, anytimeSvg(summary.anytime, { title, chance: summary.retrievalChance, trSec: report.run.trSec }));

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -185,9 +185,13 @@ test('bad flags are rejected before any replay', () => {
     [['--realtime-volumes', 'ten'], /--realtime-volumes[\s\S]*integer >= 0/],
     [['--model', join(out, 'no-model')], /no manifest\.json/],
     [['--frobnicate'], /Unknown option '--frobnicate'/],
+    [['--soak', '0'], /--soak[\s\S]*positive number of minutes/],
+    [['--soak', 'long'], /--soak[\s\S]*positive number of minutes/],
   ];
+  writeFileSync(join(out, 'plain-file'), 'not a folder');
+  cases.push([['--out', join(out, 'plain-file', 'sub')], /--out[\s\S]*ENOTDIR[\s\S]*fix: pass another --out/]);
   for (const [args, message] of cases) {
-    const r = runBench([...args, '--out', join(out, 'bad')]);
+    const r = runBench(['--out', join(out, 'bad'), ...args]);
     assert.notEqual(r.status, 0, `${args.join(' ')} was accepted`);
     assert.match(r.stderr, message, `${args.join(' ')}: ${r.stderr}`);
     assert.doesNotMatch(r.stderr, /max-speed replay: volume/, `${args.join(' ')} started a replay`);

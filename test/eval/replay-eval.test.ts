@@ -64,9 +64,9 @@ test('demo replay report has the evaluation', { skip }, () => {
   assert.match(r.stdout, /\| volumes since onset \| 1 \| 2 \| 3 \| 4 \| 5 \| 6 \| 7 \|/);
   assert.match(r.stdout, /\| retrieval top-1 \(N=100\) \|/);
   assert.match(r.stdout, /clip: 2-way [\d.]+% \(63 images\)/);
-  const svg = join(dir, 'anytime.svg');
-  assert.ok(existsSync(svg), 'anytime.svg beside the report');
-  assert.match(r.stdout, /anytime curve written to .*anytime\.svg/);
+  const svg = join(dir, 'report.anytime.svg');
+  assert.ok(existsSync(svg), 'report.anytime.svg beside the report');
+  assert.match(r.stdout, /anytime curve written to .*report\.anytime\.svg/);
   return sharp(svg).metadata().then((meta) => assert.equal(meta.format, 'svg'));
 });
 
