@@ -97,7 +97,7 @@ export interface BudgetRow {
   note?: string;
 }
 
-/** Compares a measured value with a bar: "meets, 38 ms under (0.62x the bar)" or "misses by 12 ms (1.10x the bar)". */
+/** Compares a measured value with a bar: "meets, 38 ms under (0.62 of the bar)" or "misses by 12 ms (1.10 of the goal)". */
 export function versus(row: BudgetRow, bar: number | undefined, name: 'bar' | 'goal' = 'bar'): string {
   if (bar === undefined) return '';
   if (row.measured === undefined) return 'not measured';
