@@ -95,8 +95,12 @@ const PAGE_MAX_MESSAGE_BYTES = 64 * 1024;
  */
 const IMAGE_ID_PATTERN = '^(?!\\.)[^/\\\\\\u0000-\\u001f\\u007f]+$';
 
-/** A plugin that serves a WebSocket route with larger messages states their maximum here. */
-export type WebSocketPlugin = FastifyPluginAsync & { maxMessageBytes?: number };
+/**
+ * A plugin that serves a WebSocket route with larger messages states their maximum here. A
+ * plugin that checks the session token on its own route names that route in
+ * `tokenCheckedPath`, so that the viewing rule leaves its requests to it.
+ */
+export type WebSocketPlugin = FastifyPluginAsync & { maxMessageBytes?: number; tokenCheckedPath?: string };
 const STATUS_POLL_MS = 1000;
 const CONTROL_ACTIONS = ['start', 'pause', 'resume', 'stop', 'speed'] as const;
 type ControlAction = (typeof CONTROL_ACTIONS)[number];
@@ -127,9 +131,11 @@ export async function startDashboard(session: DashboardSession, opts: DashboardO
     });
   };
 
-  // Viewing rule for everything but control, which checks its own (stricter) rule.
+  // Viewing rule for everything but control and plugin routes such as /ingest, which check their own (stricter) rule.
+  const tokenCheckedPaths = new Set((opts.plugins ?? []).flatMap((p) => (p as WebSocketPlugin).tokenCheckedPath ?? []));
   app.addHook('onRequest', async (request, reply) => {
     if (request.url.startsWith('/api/control/')) return;
+    if (tokenCheckedPaths.has(new URL(request.url, 'http://localhost').pathname)) return;
     const check = checkToken(tokenSources(request.raw, true), opts.token, needsViewingToken(request), 'viewing this dashboard');
     if (!check.ok) {
       log.warn({ remoteAddress: request.ip, url: request.url.replace(/token=[^&]*/, 'token=***'), status: check.status }, 'dashboard request rejected');

@@ -71,3 +71,14 @@ function formatMessage(summary: string, d: ErrorDetails): string {
 export function isMindeyeError(err: unknown): err is MindeyeError {
   return err instanceof MindeyeError;
 }
+
+/**
+ * Renders a multi-line error message on one line for warnings, logs and the report's problem
+ * list: `Summary. file: x; field: y; fix: z`. A one-line message is returned unchanged.
+ */
+export function oneLineMessage(message: string): string {
+  const [summary = '', ...details] = message.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  if (details.length === 0) return summary;
+  const sentence = /[.!?:]$/.test(summary) ? summary : `${summary}.`;
+  return `${sentence} ${details.join('; ')}`;
+}

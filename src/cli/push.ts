@@ -47,7 +47,21 @@ export interface PushClientOptions {
   sendEnd?: boolean;
 }
 
-/** Opens a WebSocket to the ingest endpoint; rejects with INGEST_AUTH on HTTP 401. */
+/** Returns the `message` of a JSON error body, or the start of any other body. */
+function responseMessage(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown };
+    if (typeof parsed.message === 'string') return parsed.message;
+  } catch {
+    // Not JSON: a proxy's page or another server; show its start.
+  }
+  return body.slice(0, 200);
+}
+
+/**
+ * Opens a WebSocket to the ingest endpoint. Rejects with INGEST_AUTH when the server rejects
+ * the token (HTTP 401 missing, 403 wrong) and INGEST_INVALID for any other response.
+ */
 export function connect(url: string, token: string): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
@@ -56,10 +70,16 @@ export function connect(url: string, token: string): Promise<WebSocket> {
       let body = '';
       res.on('data', (chunk: Buffer) => { body += chunk.toString(); });
       res.on('end', () => {
-        const code = res.statusCode === 401 ? 'INGEST_AUTH' : 'INGEST_INVALID';
-        reject(new MindeyeError(code, `The server refused the connection (HTTP ${res.statusCode}).`, {
-          field: res.statusCode === 401 ? '--token' : '--url', value: body.slice(0, 200),
-          fix: res.statusCode === 401 ? 'pass the token printed by `mindeye-rt serve`' : 'check that --url ends in /ingest',
+        const status = res.statusCode;
+        if (status === 401 || status === 403) {
+          reject(new MindeyeError('INGEST_AUTH', `The server rejected the session token (HTTP ${status}${status === 401 ? ', no token received' : ', wrong token'}).`, {
+            field: '--token', value: responseMessage(body), expected: 'the session token of the running `mindeye-rt serve`',
+            fix: 'pass --token with the token that `mindeye-rt serve` printed at start (it changes each session unless serve was started with --token)',
+          }));
+          return;
+        }
+        reject(new MindeyeError('INGEST_INVALID', `The server refused the connection (HTTP ${status}).`, {
+          field: '--url', value: responseMessage(body), fix: 'check that --url ends in /ingest',
         }));
       });
     });

@@ -25,8 +25,8 @@
  * are still queued, so the queue can exceed `maxQueue` by one for volumes over 64 KiB.
  *
  * Authentication: the session token in `Authorization: Bearer T` or the query `?token=T`.
- * Without it, or with a wrong one, the upgrade is refused with HTTP 401 and a JSON body saying
- * which. One sender at a time: a second connection is closed with code 1013 ("try again later").
+ * The upgrade is rejected with HTTP 401 when no token is given and with HTTP 403 when it is
+ * wrong. Both bodies are `{ "error": "token", "message": ... }`, as on the dashboard. One sender at a time: a second connection is closed with code 1013 ("try again later").
  *
  * Index rules: indices increase. A lower or repeated index is acknowledged with ok false and
  * reported (warning `duplicate`). A skipped index becomes a `gap` at once, because a single
@@ -38,7 +38,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import websocket from '@fastify/websocket';
 import type { WebSocket, RawData } from 'ws';
 import { Observable, type Subscriber } from 'rxjs';
-import { MindeyeError, isMindeyeError } from '../errors.ts';
+import { MindeyeError, isMindeyeError, oneLineMessage } from '../errors.ts';
 import { nowMs, type RunInfo, type Shape3, type Volume } from '../events.ts';
 import { stageLogger } from '../log.ts';
 import { checkVolumeSize } from '../io/limits.ts';
@@ -240,8 +240,11 @@ export interface PushStats {
 }
 
 export interface PushIngest {
-  /** The /ingest route; `maxMessageBytes` is the WebSocket maxPayload it needs on a shared server. */
-  plugin: FastifyPluginAsync & { maxMessageBytes: number };
+  /**
+   * The /ingest route. `maxMessageBytes` is the WebSocket maxPayload it needs on a shared server,
+   * and `tokenCheckedPath` the route whose token the plugin checks itself.
+   */
+  plugin: FastifyPluginAsync & { maxMessageBytes: number; tokenCheckedPath: string };
   source: Source;
   stats(): PushStats;
 }
@@ -357,7 +360,7 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     } catch {
       index = null;
     }
-    const text = err.message.replace(/\n\s*/g, '; ');
+    const text = oneLineMessage(err.message);
     log.warn({ remote, index }, text);
     emit({ type: 'warning', runId, kind: 'invalid', volIdx: index ?? undefined, message: `push message rejected: ${text}` });
     send(socket, { ok: false, index, ready: queuedVolumes < maxQueue, code: err.code, error: text });
@@ -437,15 +440,20 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
     const bearer = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '') : undefined;
     const query = (request.query as Record<string, unknown> | undefined)?.token;
     const presented = bearer ?? (typeof query === 'string' ? query : undefined);
-    if (presented === undefined) {
-      log.warn({ remote: request.ip }, 'push connection without a token rejected');
-      await reply.code(401).send({ error: 'missing token', fix: 'send the session token as "Authorization: Bearer T" or ?token=T' });
-      return;
+    const route = opts.path ?? '/ingest';
+    let status: 401 | 403 | undefined;
+    let message = '';
+    if (presented === undefined || presented === '') {
+      status = 401;
+      message = `pushing volumes to ${route} needs the session token, and none was given: send "Authorization: Bearer TOKEN" or add ?token=TOKEN (the token that mindeye-rt serve printed at start, or the one passed with --token)`;
+    } else if (!tokenMatches(opts.token, presented)) {
+      status = 403;
+      message = `pushing volumes to ${route}: the session token given is wrong: use the token that mindeye-rt serve printed at start of this session (tokens change each session unless --token sets one)`;
     }
-    if (!tokenMatches(opts.token, presented)) {
-      log.warn({ remote: request.ip }, 'push connection with a wrong token rejected');
-      await reply.code(401).send({ error: 'wrong token', fix: 'use the token printed by `mindeye-rt serve`' });
-    }
+    if (status === undefined) return;
+    // One line per rejection, never with the token itself.
+    log.warn({ remote: request.ip, route, status }, 'push connection rejected');
+    await reply.code(status).send({ error: 'token', message });
   };
 
   const maxMessageBytes = opts.maxMessageBytes ?? 256 * 1024 * 1024;
@@ -502,6 +510,6 @@ export function pushIngest(opts: PushIngestOptions): PushIngest {
       };
     });
 
-  const plugin = Object.assign(routes, { maxMessageBytes });
+  const plugin = Object.assign(routes, { maxMessageBytes, tokenCheckedPath: opts.path ?? '/ingest' });
   return { plugin, source, stats: () => ({ ...stats }) };
 }

@@ -12,9 +12,11 @@
  * - Order: volumes are emitted by index (0-based, from AcquisitionNumber or the file name). A
  *   later volume waits for the missing ones; after `gapTimeoutMs` each missing index becomes a
  *   `gap` and the run goes on. A volume arriving after its gap is reported as `late`, one whose
- *   index was already emitted as `duplicate`; neither is passed on. A corrupt or incomplete volume
- *   whose index is known becomes a warning plus a gap at once, so every index below the last
- *   emitted one is either a volume or a gap.
+ *   index was already emitted as `duplicate`; neither is passed on. A rejected file (invalid,
+ *   corrupt, incomplete, or a link outside the folder) gives a warning. When its index is known
+ *   from its header or from a NIfTI file name, that index becomes a gap as soon as the indices
+ *   before it are resolved, without the gap timeout. So every index below the last emitted one
+ *   is either a volume or a gap.
  * - Series: `series` selects one. Without it the source takes the first series that was not in
  *   the folder when watching began, so an earlier series is not replayed (`includeExisting`
  *   turns this off). Every other series gives one warning.
@@ -29,11 +31,11 @@
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { Observable, type Subscriber } from 'rxjs';
-import { isMindeyeError, MindeyeError } from '../errors.ts';
+import { isMindeyeError, MindeyeError, oneLineMessage } from '../errors.ts';
 import { nowMs, type Shape3, type Volume, type WarningKind } from '../events.ts';
 import { stageLogger } from '../log.ts';
 import {
-  assembleSlices, decodeScannerFile, FORMAT_OPTIONS, identifyPartial, IncompleteFileError, isCompanionFile, peekSeries,
+  assembleSlices, decodeScannerFile, FORMAT_OPTIONS, identifyPartial, IncompleteFileError, isCompanionFile, numberInName, peekSeries, sniffLayout,
   type FormatOption, type SliceFile, type VolumeFile,
 } from './dicom/index.ts';
 import type { Source, SourceContext, SourceEvent } from './source.ts';
@@ -290,6 +292,7 @@ class FolderWatcher {
     if (this.closed || tracked.state !== 'pending') return;
     const timing = this.fileTimes.get(tracked.path)!;
     let decoded: ReturnType<typeof decodeScannerFile>;
+    let bytes: Buffer | undefined;
     const readStartMs = nowMs();
     try {
       const outside = symlinkTargetOutside(tracked.path, this.opts.dir);
@@ -299,7 +302,8 @@ class FolderWatcher {
           fix: 'copy the file into the watched folder instead of linking to it',
         });
       }
-      decoded = decodeScannerFile(readFileSync(tracked.path), tracked.path, {
+      bytes = readFileSync(tracked.path);
+      decoded = decodeScannerFile(bytes, tracked.path, {
         format: this.format, niftiFirstNumber: this.opts.niftiFirstNumber,
       });
     } catch (err) {
@@ -312,13 +316,20 @@ class FolderWatcher {
         tracked.state = 'failed';
         const { seriesNumber, volIdx } = identifyPartial(err, tracked.path);
         if (seriesNumber !== undefined && !this.acceptSeries(seriesNumber, tracked.path)) return;
-        this.failVolume('corrupt', volIdx, `${tracked.path} is incomplete after ${this.corruptTimeoutMs} ms without change; skipped: ${err.message.split('\n')[0]} (${err.details.value})`);
+        const nifti = bytes !== undefined && sniffLayout(bytes) === 'nifti';
+        const corrupt = new MindeyeError(nifti ? 'NIFTI_TRUNCATED' : err.code, `The file ends early and is still incomplete after ${this.corruptTimeoutMs} ms without change.`, {
+          file: tracked.path, field: err.details.field, value: err.details.value,
+          expected: nifti ? 'the data size that the NIfTI header states' : err.details.expected,
+          fix: `export the file again; if the scanner pauses longer while writing, raise --corrupt-timeout-ms`,
+        });
+        this.failVolume('corrupt', volIdx ?? this.indexFromName(tracked.path, nifti), tracked.path, `${tracked.path} skipped: ${oneLineMessage(corrupt.message)}`);
         return;
       }
       if (isMindeyeError(err) || (err as NodeJS.ErrnoException).code === 'ENOENT') {
         tracked.state = 'failed';
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-        this.warn('invalid', undefined, `${tracked.path} skipped: ${(err as Error).message.replace(/\n\s*/g, '; ')}`);
+        const nifti = bytes !== undefined && sniffLayout(bytes) === 'nifti';
+        this.failVolume('invalid', this.indexFromName(tracked.path, nifti), tracked.path, `${tracked.path} skipped: ${oneLineMessage((err as Error).message)}`);
         return;
       }
       this.log.error({ err, file: tracked.path }, 'unexpected error while decoding a file');
@@ -381,7 +392,7 @@ class FolderWatcher {
       this.onVolume(assembleSlices([...group.values()]), completeAtMs);
     } catch (err) {
       if (!isMindeyeError(err)) throw err;
-      this.failVolume('invalid', slice.volIdx, `volume ${slice.volIdx} could not be assembled: ${err.message.replace(/\n\s*/g, '; ')}`);
+      this.failVolume('invalid', slice.volIdx, slice.file, `volume ${slice.volIdx} could not be assembled: ${oneLineMessage(err.message)}`);
     }
   }
 
@@ -398,8 +409,14 @@ class FolderWatcher {
     }
     if (this.grid !== undefined && (file.shape[0] !== this.grid.shape[0] || file.shape[1] !== this.grid.shape[1] || file.shape[2] !== this.grid.shape[2])) {
       const fewer = file.shape[0] === this.grid.shape[0] && file.shape[1] === this.grid.shape[1] && file.shape[2] < this.grid.shape[2];
-      this.failVolume(fewer ? 'incomplete' : 'invalid', idx,
-        `${file.file}: volume ${idx} has grid ${file.shape.join('x')}, the run has ${this.grid.shape.join('x')}; ${fewer ? 'it is incomplete and' : 'it is'} not passed on`);
+      const mismatch = new MindeyeError('VOLUME_GRID_MISMATCH',
+        `Volume ${idx} has grid ${file.shape.join('x')} but the run has ${this.grid.shape.join('x')}, so ${fewer ? 'it is incomplete and' : 'it is'} not passed on.`, {
+          file: file.file, field: 'shape', value: file.shape.join('x'), expected: this.grid.shape.join('x'),
+          fix: fewer
+            ? 'export the volume again with all its slices'
+            : 'send one series per run: move files of another acquisition out of the watched folder',
+        });
+      this.failVolume(fewer ? 'incomplete' : 'invalid', idx, file.file, `${file.file} skipped: ${oneLineMessage(mismatch.message)}`);
       return;
     }
     // An explicit TR (--tr) wins over the file's: 3D exports often carry a placeholder pixdim[4].
@@ -441,12 +458,30 @@ class FolderWatcher {
     return true;
   }
 
-  /** Reports a volume that cannot be passed on; a known index becomes a gap at once. */
-  private failVolume(kind: WarningKind, volIdx: number | undefined, message: string): void {
+  /**
+   * Reports a volume that cannot be passed on. A known index becomes a gap as soon as the
+   * volumes before it are resolved, without waiting for the gap timeout.
+   */
+  private failVolume(kind: WarningKind, volIdx: number | undefined, file: string, message: string): void {
     this.warn(kind, volIdx, message);
-    if (volIdx === undefined || volIdx < this.nextIdx || this.held.has(volIdx)) return;
-    this.failedAhead.set(volIdx, `volume ${volIdx} was ${kind}`);
+    if (volIdx === undefined || volIdx < this.nextIdx || this.held.has(volIdx) || this.gapped.has(volIdx)) return;
+    this.failedAhead.set(volIdx, `volume ${volIdx} was ${kind}: ${file}`);
     this.flush();
+  }
+
+  /**
+   * Returns the volume index that a rejected file's name gives, or undefined. Only NIfTI files
+   * (by content, or named `.nii` or `.nii.gz`) count, because a 3D NIfTI export contains one volume
+   * per file. DICOM names number slices or instances, so a rejected DICOM file has an index only
+   * when its header could be read.
+   */
+  private indexFromName(path: string, niftiContent: boolean): number | undefined {
+    if (!niftiContent && !/\.nii(\.gz)?$/i.test(path)) return undefined;
+    const number = numberInName(path);
+    if (number === undefined) return undefined;
+    const volIdx = number - (this.opts.niftiFirstNumber ?? 0);
+    if (volIdx < 0 || this.beforeStart(volIdx, path)) return undefined;
+    return volIdx;
   }
 
   private flush(): void {

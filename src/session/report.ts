@@ -15,6 +15,7 @@
  */
 import type { Decoded, Frame, PipelineEvent, RunInfo, StageTiming, TrialSpec } from '../events.ts';
 import { brainRetrieval } from '../decode/retrieval.ts';
+import { oneLineMessage } from '../errors.ts';
 import { logger } from '../log.ts';
 import { anytimeCurve } from '../eval/anytime.ts';
 import { meanTopOne, type AmongNSettings } from '../eval/sampling.ts';
@@ -142,7 +143,7 @@ export class ReportCollector {
         if (e.kind === 'duplicate') this.volumesDuplicate++;
         else if (e.kind === 'invalid' || e.kind === 'corrupt' || e.kind === 'incomplete') {
           this.volumesDropped++;
-          if (this.problems.length < 20) this.problems.push(e.message.split('\n').join('; '));
+          if (this.problems.length < 20) this.problems.push(oneLineMessage(e.message));
         }
         break;
       case 'stage-timing':

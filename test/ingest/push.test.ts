@@ -121,16 +121,20 @@ describe('push ingest guards', () => {
   it('rejects a missing token with 401', async () => {
     const { status, body } = await refusedUpgrade(server.url);
     assert.equal(status, 401);
-    assert.match(body, /"error":"missing token"/);
+    assert.match(body, /"error":"token".*needs the session token/);
   });
 
   it('rejects a wrong token in the header or the query', async () => {
     const byHeader = await refusedUpgrade(server.url, { authorization: 'Bearer nope' });
-    assert.equal(byHeader.status, 401);
-    assert.match(byHeader.body, /"error":"wrong token"/);
+    assert.equal(byHeader.status, 403);
+    assert.match(byHeader.body, /"error":"token".*the session token given is wrong/);
     const byQuery = await refusedUpgrade(`${server.url}?token=nope`);
-    assert.equal(byQuery.status, 401);
-    await assert.rejects(pushVolumes(XA, { url: server.url, token: 'nope' }), /refused the connection \(HTTP 401\)[\s\S]*field: --token/);
+    assert.equal(byQuery.status, 403);
+    await assert.rejects(pushVolumes(XA, { url: server.url, token: 'nope' }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'INGEST_AUTH');
+      assert.match(err.message, /rejected the session token \(HTTP 403, wrong token\)[\s\S]*field: --token/);
+      return true;
+    });
   });
 
   it('accepts the token in the query', async () => {
@@ -154,7 +158,7 @@ describe('push ingest guards', () => {
     await closeClient(socket);
     log.close();
     assert.deepEqual(acks.map((a) => [a.ok, a.index]), [[false, 0], [true, 0], [false, null], [false, null], [false, null], [false, 1], [false, 0]]);
-    assert.match(acks[0].error!, /Invalid push message\.; file: push message; field: data length; value: "49142 bytes"; expected: 49152 bytes \(64 x 64 x 6 x 2 for int16\)/);
+    assert.match(acks[0].error!, /Invalid push message\. file: push message; field: data length; value: "49142 bytes"; expected: 49152 bytes \(64 x 64 x 6 x 2 for int16\)/);
     assert.match(acks[2].error!, /field: message length; value: 2/);
     assert.match(acks[3].error!, /field: header; value: .*JSON/);
     assert.match(acks[4].error!, /text messages other than \{"type":"end"\} are not accepted/);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { RunInfo, Volume } from '../../src/events.ts';
+import type { Gap, RunInfo, Volume } from '../../src/events.ts';
 import { encodeNifti } from '../../src/io/nifti.ts';
 import { watchSource, type WatchOptions } from '../../src/ingest/watch.ts';
 import {
@@ -110,9 +110,9 @@ describe('watch of a live export', () => {
     ]);
     assert.equal(log.completed, true);
     const corrupt = log.events.find((e) => e.type === 'warning' && e.kind === 'corrupt');
-    assert.match(corrupt!.type === 'warning' ? corrupt!.message : '', /6_5\.dcm is incomplete after 600 ms without change; skipped: The file ends early/);
+    assert.match(corrupt!.type === 'warning' ? corrupt!.message : '', /6_5\.dcm skipped: The file ends early and is still incomplete after 600 ms without change\. file: .*6_5\.dcm; field: file size; value: "90000 bytes; .*fix: export the file again/);
     const gap = log.events.find((e) => e.type === 'gap');
-    assert.equal(gap!.type === 'gap' ? gap!.reason : '', 'volume 4 was corrupt');
+    assert.equal(gap!.type === 'gap' ? gap!.reason : '', `volume 4 was corrupt: ${join(dir, '6_5.dcm')}`);
     const volumes = log.events.filter((e): e is Volume => e.type === 'volume');
     const ref = referenceOf(REFERENCE_SERIES.find((s) => s.dir === XA)!);
     for (const v of volumes) assertVolumeEquals(v.data, ref, v.volIdx, `volume ${v.volIdx}`);
@@ -165,7 +165,7 @@ describe('watch of a live export', () => {
     await sleep(100);
     assert.deepEqual(log.labels(), ['warning invalid']);
     const warning = log.events[0];
-    assert.match(warning.type === 'warning' ? warning.message : '', /IM-0001-0001\.dcm skipped: The mosaic image count does not fit its matrix\.; .*value: 25/);
+    assert.match(warning.type === 'warning' ? warning.message : '', /IM-0001-0001\.dcm skipped: The mosaic image count does not fit its matrix\. file: .*value: 25/);
   });
 
   it('follows a new series, not one already in the folder', async () => {
@@ -220,7 +220,7 @@ describe('watch of a live export', () => {
     await log.waitFor((e) => e.type === 'volume' && e.volIdx === 2, 'volume 2');
     assert.deepEqual(log.labels(), ['run-info', 'volume 0', 'warning incomplete 1', 'gap 1', 'volume 2']);
     const warning = log.events[2];
-    assert.match(warning.type === 'warning' ? warning.message : '', /volume 1 has grid 64x64x4, the run has 64x64x6; it is incomplete and not passed on/);
+    assert.match(warning.type === 'warning' ? warning.message : '', /6_2\.dcm skipped: Volume 1 has grid 64x64x4 but the run has 64x64x6, so it is incomplete and not passed on\. file: .*6_2\.dcm; field: shape; value: "64x64x4"; expected: 64x64x6; fix: export the volume again with all its slices$/);
   });
 
   it('waits for the REC of a Philips PAR', async () => {
@@ -254,6 +254,70 @@ describe('watch of a live export', () => {
     await log.waitForEnd();
     assert.deepEqual(log.labels(), ['run-info', 'volume 0', 'volume 1']);
     for (const e of log.events) if (e.type === 'volume') assertVolumeEquals(e.data, ref, e.volIdx, `volume ${e.volIdx}`);
+  });
+
+  it('gaps rejected NIfTI files without the timeout', async () => {
+    const dir = scratchDir('rejected');
+    const outside = scratchDir('rejected-outside');
+    // Ten minutes: the run can only finish if no rejected index waits for the gap timeout.
+    const log = watchLog({ dir, format: 'nifti', expectedVolumes: 30, gapTimeoutMs: 600000, corruptTimeoutMs: 300 });
+    await sleep(50);
+    const ref = referenceOf(REFERENCE_SERIES.find((s) => s.dir === XA)!);
+    const n = ref.data.length / 6;
+    const header = { shape: ref.header.shape, voxelSizeMm: ref.header.voxelSizeMm, affine: ref.header.affine, datatype: 'int16' as const, trSec: 0.5 };
+    const good = (idx: number, gzip = true): Buffer =>
+      Buffer.from(encodeNifti(ref.data.subarray((idx % 6) * n, ((idx % 6) + 1) * n), { ...header, gzip }));
+    const name = (idx: number, ext = '.nii.gz'): string => join(dir, `vol_${String(idx).padStart(4, '0')}${ext}`);
+
+    for (let idx = 0; idx < 5; idx++) writeFileSync(name(idx), good(idx));
+    await log.waitFor((e) => e.type === 'volume' && e.volIdx === 4, 'volume 4');
+
+    const wrongMagic = good(5, false);
+    wrongMagic.write('xx1\0', 344, 'latin1');
+    writeFileSync(name(5, '.nii'), wrongMagic);
+    writeFileSync(name(6), 'not a volume\n'.repeat(40));
+    const gzip = good(7);
+    writeFileSync(name(7), gzip.subarray(0, gzip.length >> 1));
+    const plain = good(8, false);
+    writeFileSync(name(8, '.nii'), plain.subarray(0, plain.length - 1000));
+    writeFileSync(join(outside, 'vol_0009.nii.gz'), good(9));
+    symlinkSync(join(outside, 'vol_0009.nii.gz'), name(9));
+    writeFileSync(name(10), Buffer.from(encodeNifti(new Float32Array(4 * 4 * 2), { ...header, shape: [4, 4, 2], gzip: true })));
+    const wrongType = good(11, false);
+    wrongType.writeInt16LE(128, 70); // RGB24
+    writeFileSync(name(11, '.nii'), wrongType);
+    writeFileSync(name(12), 'short');
+
+    for (let idx = 13; idx < 30; idx++) writeFileSync(name(idx), good(idx));
+    await log.waitForEnd(60000);
+
+    assert.equal(log.completed, true);
+    const resolved = log.events.filter((e): e is Volume | Gap => e.type === 'volume' || e.type === 'gap');
+    const expected = [...Array(30).keys()].map((i) => (i >= 5 && i <= 12 ? `gap ${i}` : `volume ${i}`));
+    assert.deepEqual(resolved.map((e) => `${e.type} ${e.volIdx}`), expected);
+
+    const reasons = new Map(resolved.flatMap((e) => (e.type === 'gap' ? [[e.volIdx, e.reason] as const] : [])));
+    assert.equal(reasons.get(5), `volume 5 was invalid: ${name(5, '.nii')}`);
+    assert.equal(reasons.get(6), `volume 6 was invalid: ${name(6)}`);
+    assert.equal(reasons.get(7), `volume 7 was corrupt: ${name(7)}`);
+    assert.equal(reasons.get(8), `volume 8 was corrupt: ${name(8, '.nii')}`);
+    assert.equal(reasons.get(9), `volume 9 was invalid: ${name(9)}`);
+    assert.equal(reasons.get(10), `volume 10 was invalid: ${name(10)}`);
+    assert.equal(reasons.get(11), `volume 11 was invalid: ${name(11, '.nii')}`);
+    assert.equal(reasons.get(12), `volume 12 was corrupt: ${name(12)}`);
+
+    // Each gap follows the warning that rejected its file.
+    for (let idx = 5; idx <= 12; idx++) {
+      const warning = log.events.findIndex((e) => e.type === 'warning' && e.volIdx === idx);
+      const gap = log.events.findIndex((e) => e.type === 'gap' && e.volIdx === idx);
+      assert.ok(warning >= 0, `warning for volume ${idx}`);
+      assert.ok(warning < gap, `warning before gap ${idx}`);
+    }
+    const warnings = new Map(log.events.flatMap((e) => (e.type === 'warning' && e.volIdx !== undefined ? [[e.volIdx, e.message] as const] : [])));
+    assert.match(warnings.get(7)!, /vol_0007\.nii\.gz skipped: The file ends early and is still incomplete after 300 ms without change\. file: .*; field: file size; value: "gzip stream ended early .*"; expected: the data size that the NIfTI header states; fix: export the file again/);
+    assert.match(warnings.get(9)!, /symbolic link to a file outside the watched folder/);
+    assert.match(warnings.get(10)!, /Volume 10 has grid 4x4x2 but the run has 64x64x6, so it is not passed on\. file: .*; field: shape; .*fix: send one series per run/);
+    for (const message of warnings.values()) assert.doesNotMatch(message, /\.;/);
   });
 
   it('stops on unsubscribe', async () => {

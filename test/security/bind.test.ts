@@ -81,8 +81,11 @@ test('serve with dashboard binds loopback and takes full volumes', async () => {
   assert.equal(base, `http://127.0.0.1:${port}`);
   const wrong = spawnSync(process.execPath, [CLI, 'push', '--url', `ws://127.0.0.1:${port}/ingest`, '--token', 'not-the-token', SERIES], { encoding: 'utf8', timeout: 60_000 });
   assert.notEqual(wrong.status, 0, 'a wrong token fails');
-  // The dashboard's token check rejects a wrong token with 403 before the push route's 401.
-  assert.match(wrong.stderr, /refused the connection \(HTTP 40[13]\)/);
+  assert.match(wrong.stderr, /error INGEST_AUTH: The server rejected the session token \(HTTP 403, wrong token\)/);
+  assert.match(wrong.stderr, /value: "pushing volumes to \/ingest: the session token given is wrong/);
+  assert.match(wrong.stderr, /fix: pass --token with the token that `mindeye-rt serve` printed/);
+  assert.doesNotMatch(wrong.stderr, /--url ends in \/ingest/);
+  assert.doesNotMatch(wrong.stderr, /not-the-token/, 'the token is not printed');
   const push = spawnSync(process.execPath, [CLI, 'push', '--url', `ws://127.0.0.1:${port}/ingest`, '--token', TOKEN, SERIES], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(push.status, 0, push.stderr);
   assert.equal(await serve.exited, 0, serve.output());

@@ -74,15 +74,24 @@ describe('push endpoint on its own server', () => {
   test('missing token gets 401', async () => {
     const r = await refused(url, {});
     assert.equal(r.status, 401);
-    assert.match(r.body, /missing token/);
+    const body = JSON.parse(r.body) as { error: string; message: string };
+    assert.deepEqual(Object.keys(body).sort(), ['error', 'message']);
+    assert.equal(body.error, 'token');
+    assert.match(body.message, /^pushing volumes to \/ingest needs the session token, and none was given/);
+    const empty = await refused(`${url}?token=`, {});
+    assert.equal(empty.status, 401);
   });
 
-  test('wrong token gets 401', async () => {
+  test('wrong token gets 403', async () => {
     const r = await refused(url, { authorization: `Bearer ${TOKEN}x` });
-    assert.equal(r.status, 401);
-    assert.match(r.body, /wrong token/);
+    assert.equal(r.status, 403);
+    const body = JSON.parse(r.body) as { error: string; message: string };
+    assert.deepEqual(Object.keys(body).sort(), ['error', 'message']);
+    assert.equal(body.error, 'token');
+    assert.match(body.message, /^pushing volumes to \/ingest: the session token given is wrong/);
+    assert.ok(!r.body.includes(`${TOKEN}x`), 'the body does not echo the token');
     const query = await refused(`${url}?token=nope`, {});
-    assert.equal(query.status, 401);
+    assert.equal(query.status, 403);
   });
 
   test('header claiming 2^31 voxels is rejected without allocating', async () => {
@@ -147,6 +156,20 @@ describe('push endpoint behind the dashboard (serve)', () => {
     base = handle.url.replace(/^http/, 'ws').replace(/\/\?token=.*$/, '');
   });
   after(() => handle.close());
+
+  test('ingest token errors name /ingest', async () => {
+    const wrong = await refused(`${base}/ingest`, { authorization: `Bearer ${TOKEN}x` });
+    assert.equal(wrong.status, 403);
+    assert.match(wrong.body, /pushing volumes to \/ingest: the session token given is wrong/);
+    assert.doesNotMatch(wrong.body, /dashboard/);
+    // From loopback the dashboard lets viewing through without a token, but /ingest needs one.
+    const missing = await refused(`${base}/ingest`, {});
+    assert.equal(missing.status, 401);
+    assert.match(missing.body, /pushing volumes to \/ingest needs the session token/);
+    const viewing = await refused(`${base}/stream?token=nope`, {});
+    assert.equal(viewing.status, 403, 'other routes keep the viewing rule');
+    assert.match(viewing.body, /viewing this dashboard/);
+  });
 
   test('accepts a volume larger than the page sockets limit', async () => {
     // 64 x 64 x 36 int16 = 288 KiB: over the 64 KiB that /stream and /feedback accept.
