@@ -46,7 +46,6 @@ export const PROCESSING_HELP = `Processing (shared by replay, watch, serve and f
 export const SESSION_FLAGS: Options = {
   model: { type: 'string' },
   device: { type: 'string', default: 'cpu' },
-  speed: { type: 'string', default: 'realtime' },
   'no-dashboard': { type: 'boolean', default: false },
   host: { type: 'string', default: '127.0.0.1' },
   port: { type: 'string', default: '8080' },
@@ -60,7 +59,6 @@ export const SESSION_FLAGS: Options = {
 export const SESSION_HELP = `Model, output and dashboard:
   --model DIR              model directory (manifest.json + ONNX heads)
   --device cpu|cuda        onnxruntime execution provider (default cpu)
-  --speed realtime|F|max   replay pacing: one volume per TR, F times faster, or as fast as possible
   --top-k K                retrieval candidates kept per trial (default 5)
   --report FILE.json       write the run report (counts, metrics, latency percentiles)
   --record-to DIR          record the session (volumes, events, final betas, frames, report) to DIR;
@@ -71,6 +69,16 @@ export const SESSION_HELP = `Model, output and dashboard:
   --token T                session token for control and input (default: random)
 
 ${EVAL_HELP}`;
+
+/** Pacing of a replay. Live input (watch, serve) comes at the scanner's pace, so only replay takes it. */
+export const SPEED_FLAGS: Options = {
+  speed: { type: 'string', default: 'realtime' },
+};
+
+export const SPEED_HELP = `Pacing:
+  --speed S                realtime (default: one volume per TR), a factor F (F times faster),
+                           max (as fast as possible), or recorded (--record only: the recorded
+                           gaps between receive times)`;
 
 export function parseFlags(argv: string[], options: Options, command: string) {
   try {
@@ -119,6 +127,23 @@ export function processingFromFlags(v: Record<string, unknown>): ProcessingOptio
   return p;
 }
 
+/** Processing flags and the ProcessingOptions field each one sets. */
+export const PROCESSING_FLAG_KEYS: readonly (readonly [string, keyof ProcessingOptions])[] = [
+  ['mask', 'maskFile'], ['mask-rule', 'maskRule'], ['motion', 'motion'], ['motion-reference', 'motionReference'], ['glm', 'glm'],
+  ['window-sec', 'windowSec'], ['drift', 'drift'], ['motion-regressors', 'motionRegressors'], ['censor', 'censor'],
+  ['fd-threshold', 'fdThresholdMm'], ['normalize', 'normalize'],
+];
+
+/** Keeps the processing options whose flag is on the command line (the rest come from the record). */
+export function explicitProcessing(argv: string[], parsed: ProcessingOptions): Partial<ProcessingOptions> {
+  const isOnCommandLine = (flag: string) => argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
+  const out: Partial<ProcessingOptions> = {};
+  for (const [flag, key] of PROCESSING_FLAG_KEYS) {
+    if (isOnCommandLine(flag)) (out as Record<string, unknown>)[key] = parsed[key];
+  }
+  return out;
+}
+
 export interface SessionFlags {
   modelDir?: string;
   device: Device;
@@ -138,7 +163,7 @@ export function sessionFromFlags(v: Record<string, unknown>): SessionFlags {
   try {
     speed = parseSpeed(String(v.speed ?? 'realtime'));
   } catch (err) {
-    throw new MindeyeError('CLI_USAGE', 'Invalid value for --speed.', { field: '--speed', value: v.speed, expected: 'realtime, max or a positive factor', fix: 'e.g. --speed 10' });
+    throw new MindeyeError('CLI_USAGE', 'Invalid value for --speed.', { field: '--speed', value: v.speed, expected: 'realtime, max, a positive factor, or recorded (with --record)', fix: 'e.g. --speed 10, or --speed max' });
   }
   return {
     modelDir: v.model as string | undefined,

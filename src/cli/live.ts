@@ -53,6 +53,8 @@ export interface LiveSessionOptions {
   announcedTrials$?: Observable<TrialSpec>;
   /** Adds fields to the report before it is written. */
   amendReport?(report: RunReport): void;
+  /** True when `session.recordTo` was named automatically: a record found there is never resumed. */
+  freshRecord?: boolean;
 }
 
 export function formatSummary(report: RunReport): string {
@@ -134,7 +136,7 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
   const { session } = opts;
   const stimuli = opts.stimuliFile && existsSync(opts.stimuliFile) ? new LazyImgBrick(opts.stimuliFile) : undefined;
   // Read the record before the recorder appends to it: its last line dates the crash.
-  const resumeFrom = opts.resumeFrom ?? existingRecord(session.recordTo);
+  const resumeFrom = opts.resumeFrom ?? (opts.freshRecord ? undefined : existingRecord(session.recordTo));
   const recorder = session.recordTo
     ? new SessionRecorder(session.recordTo, { processing: opts.processing, modelDir: session.modelDir, command: opts.label })
     : undefined;
@@ -155,7 +157,13 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
   let source = opts.source;
   let resumeInfo: ResumeInfo | undefined;
   if (resumeFrom) {
-    const resumed = resumeSource(resumeFrom, opts.source, { announceTrial: (t) => trials$.next(t), repairs: recorder?.repairs });
+    let resumed: ReturnType<typeof resumeSource>;
+    try {
+      resumed = resumeSource(resumeFrom, opts.source, { announceTrial: (t) => trials$.next(t), repairs: recorder?.repairs });
+    } catch (err) {
+      recorder?.close();
+      throw err;
+    }
     source = resumed.source;
     resumeInfo = resumed.info;
     // Onsets announced without a time are measured from the first trigger (or volume 0) of the
@@ -244,65 +252,68 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
   };
 
   let dashboard: { url: string; close(): Promise<void> } | undefined;
-  if (session.dashboard) {
-    const { startDashboard: start } = await import('../../dashboard/server.ts');
-    const startDashboard: typeof start = async (...args) => {
-      try {
-        return await start(...args);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-          throw new MindeyeError('CLI_USAGE', 'The dashboard port is already in use.', {
-            field: '--port', value: session.port, expected: 'a free TCP port on ' + session.host,
-            fix: 'stop the other program, or pick another port: --port 0 chooses a free one (npm start -- --port 0)',
-          });
-        }
-        throw err;
-      }
-    };
-    const stimulusJpeg = (id: string) => stimuli?.jpeg(id) ?? Promise.resolve(undefined);
-    dashboard = await startDashboard({
-      events$: bus.asObservable(),
-      control: {
-        start: () => {
-          if (state === 'running' || state === 'paused') return;
-          runOnce().catch((err) => logger.error({ err: (err as Error).message }, 'replay failed'));
-        },
-        pause: () => { if (state === 'running') { pacer.pause(); state = 'paused'; } },
-        resume: () => { if (state === 'paused') { pacer.resume(); state = 'running'; } },
-        stop: () => { if (state === 'running' || state === 'paused') { pacer.resume(); abort?.abort(); } },
-        setSpeed: (speed) => pacer.setSpeed(speed),
-        status: () => ({ state, speed: formatSpeed(pacer.speed) }),
-      },
-      onFeedbackInput,
-      image: async (kind, id) => {
-        if (kind === 'stimulus') return stimulusJpeg(id).catch(() => undefined);
-        const bankDir = model?.bank?.thumbnailsDir ?? (session.modelDir ? join(session.modelDir, 'thumbs') : undefined);
-        if (!bankDir) return undefined;
-        for (const name of [`${id}.jpg`, `${id}.jpeg`, `${id}.png`]) {
-          const file = join(bankDir, name);
-          if (existsSync(file)) return new Uint8Array(readFileSync(file));
-        }
-        return stimulusJpeg(id).catch(() => undefined);
-      },
-      get simulated() { return simulated; },
-      mask: readMaskForDisplay(session.modelDir, opts.processing),
-    }, { host: session.host, port: session.port, token, plugins: opts.plugins, fdThresholdMm: opts.processing.fdThresholdMm });
-    process.stdout.write(`${opts.label}: dashboard at ${dashboard.url}\n`);
-    opts.onListening?.(dashboard.url);
-  }
-
-  // Ctrl-C during a run stops the source and finishes the run: the report, the summary and the
-  // recording are written before the process exits. A second Ctrl-C exits at once.
+  // Ctrl-C during a run stops the source and ends the run early: the report covers the volumes
+  // received so far, and it and the recording are written before the process exits. A second
+  // Ctrl-C exits at once.
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
-    process.stderr.write('stopping: finishing the run and writing its report (Ctrl-C again to quit at once)\n');
+    process.stderr.write(`${stoppingMessage(session)} (Ctrl-C again to quit at once)\n`);
     abort?.abort();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // The try starts before the dashboard, so that a dashboard that fails to start still closes the
+  // recorder, which removes a record folder it never wrote to.
   try {
+    if (session.dashboard) {
+      const { startDashboard: start } = await import('../../dashboard/server.ts');
+      const startDashboard: typeof start = async (...args) => {
+        try {
+          return await start(...args);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+            throw new MindeyeError('CLI_USAGE', 'The dashboard port is already in use.', {
+              field: '--port', value: session.port, expected: 'a free TCP port on ' + session.host,
+              fix: 'stop the other program, or pick another port: --port 0 chooses a free one (npm start -- --port 0)',
+            });
+          }
+          throw err;
+        }
+      };
+      const stimulusJpeg = (id: string) => stimuli?.jpeg(id) ?? Promise.resolve(undefined);
+      dashboard = await startDashboard({
+        events$: bus.asObservable(),
+        control: {
+          start: () => {
+            if (state === 'running' || state === 'paused') return;
+            runOnce().catch((err) => logger.error({ err: (err as Error).message }, 'replay failed'));
+          },
+          pause: () => { if (state === 'running') { pacer.pause(); state = 'paused'; } },
+          resume: () => { if (state === 'paused') { pacer.resume(); state = 'running'; } },
+          stop: () => { if (state === 'running' || state === 'paused') { pacer.resume(); abort?.abort(); } },
+          setSpeed: (speed) => pacer.setSpeed(speed),
+          status: () => ({ state, speed: formatSpeed(pacer.speed) }),
+        },
+        onFeedbackInput,
+        image: async (kind, id) => {
+          if (kind === 'stimulus') return stimulusJpeg(id).catch(() => undefined);
+          const bankDir = model?.bank?.thumbnailsDir ?? (session.modelDir ? join(session.modelDir, 'thumbs') : undefined);
+          if (!bankDir) return undefined;
+          for (const name of [`${id}.jpg`, `${id}.jpeg`, `${id}.png`]) {
+            const file = join(bankDir, name);
+            if (existsSync(file)) return new Uint8Array(readFileSync(file));
+          }
+          return stimulusJpeg(id).catch(() => undefined);
+        },
+        get simulated() { return simulated; },
+        mask: readMaskForDisplay(session.modelDir, opts.processing),
+      }, { host: session.host, port: session.port, token, plugins: opts.plugins, fdThresholdMm: opts.processing.fdThresholdMm });
+      process.stdout.write(`${opts.label}: dashboard at ${dashboard.url}\n`);
+      opts.onListening?.(dashboard.url);
+    }
+
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     await runOnce();
     if (dashboard && opts.keepServing && !interrupted) {
       process.stdout.write('run ended; the dashboard keeps serving (start the replay again from the page); press Ctrl-C to quit\n');
@@ -322,6 +333,15 @@ export async function runLiveSession(opts: LiveSessionOptions): Promise<number> 
     recorder?.close();
     bus.complete();
   }
+}
+
+/** Returns the line printed at Ctrl-C: the run stops early, and where its report and record go. */
+export function stoppingMessage(session: Pick<SessionFlags, 'reportFile' | 'recordTo'>): string {
+  const outputs: string[] = [];
+  if (session.reportFile) outputs.push(`the report to ${session.reportFile}`);
+  if (session.recordTo) outputs.push(`the record and its report.json to ${session.recordTo}`);
+  const where = outputs.length > 0 ? `Writing ${outputs.join(' and ')}.` : 'Only the summary is printed (no --report or --record-to).';
+  return `stopping the run now: the report covers the volumes received so far. ${where}`;
 }
 
 /** Returns the summary line of a resumed session: downtime, volumes from the record, volumes missed. */

@@ -9,7 +9,7 @@ import type { ProcessingOptions } from '../session/options.ts';
 import { Subject } from 'rxjs';
 import { resolve } from 'node:path';
 import type { TrialSpec } from '../events.ts';
-import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
+import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, SPEED_FLAGS, SPEED_HELP, explicitProcessing, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
 import { runLiveSession } from './live.ts';
 
 export const help = `Usage: mindeye-rt replay (--demo | --nsd-root DIR --subject N --session S --run R
@@ -32,6 +32,8 @@ so it reproduces the live session's betas. It also accepts --speed recorded: eac
 waits the gap between the recorded receive times (the scanner's timing, including any
 downtime before a resume), instead of one TR.
 
+${SPEED_HELP}
+
 ${PROCESSING_HELP}
 
 ${SESSION_HELP}
@@ -39,7 +41,7 @@ ${SESSION_HELP}
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
-    ...PROCESSING_FLAGS, ...SESSION_FLAGS,
+    ...PROCESSING_FLAGS, ...SESSION_FLAGS, ...SPEED_FLAGS,
     demo: { type: 'boolean', default: false },
     'nsd-root': { type: 'string' }, subject: { type: 'string', default: '1' }, session: { type: 'string' }, run: { type: 'string' },
     bids: { type: 'string' }, events: { type: 'string' },
@@ -105,19 +107,4 @@ export async function run(argv: string[]): Promise<number> {
     });
   }
   return runLiveSession({ source, processing, session, stimuliFile, keepServing: true, label: 'replay' });
-}
-
-/** Keeps the processing options whose flag is on the command line (the rest come from the record). */
-function explicitProcessing(argv: string[], parsed: ProcessingOptions): Partial<ProcessingOptions> {
-  const isOnCommandLine = (flag: string) => argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`));
-  const out: Partial<ProcessingOptions> = {};
-  const byFlag: [string, keyof ProcessingOptions][] = [
-    ['mask', 'maskFile'], ['mask-rule', 'maskRule'], ['motion', 'motion'], ['motion-reference', 'motionReference'], ['glm', 'glm'],
-    ['window-sec', 'windowSec'], ['drift', 'drift'], ['motion-regressors', 'motionRegressors'], ['censor', 'censor'],
-    ['fd-threshold', 'fdThresholdMm'], ['normalize', 'normalize'],
-  ];
-  for (const [flag, key] of byFlag) {
-    if (isOnCommandLine(flag)) (out as Record<string, unknown>)[key] = parsed[key];
-  }
-  return out;
 }

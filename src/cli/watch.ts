@@ -4,7 +4,7 @@ import { MindeyeError } from '../errors.ts';
 import { watchSource } from '../ingest/watch.ts';
 import { asScannerInput, withDesign } from '../ingest/with-design.ts';
 import { PROCESSING_FLAGS, PROCESSING_HELP, SESSION_FLAGS, SESSION_HELP, parseFlags, processingFromFlags, sessionFromFlags } from './flags.ts';
-import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, sessionToken } from './live-flags.ts';
+import { DESIGN_FLAGS, DESIGN_HELP, defaultRecordDir, designFromFlags, expectedVolumesFromFlags, resumedProcessing, sessionToken } from './live-flags.ts';
 import { runLiveSession } from './live.ts';
 import { existingRecord } from '../session/record.ts';
 
@@ -16,12 +16,13 @@ complete: Siemens mosaic DICOM (001_SSSSSS_VVVVVV.dcm), Siemens XA enhanced DICO
 DICOM, Philips PAR/REC, or one NIfTI per volume. Partial writes are waited for, out-of-order
 files reordered, duplicates dropped with a warning, and a missing volume becomes a gap after
 --gap-timeout-ms. Motion correction is on by default (--motion auto). The session is recorded to
-sessions/<date-time>/ unless --record-to says otherwise.
+a new folder sessions/<date-time>/ unless --record-to says otherwise.
 
 Resume: started again with the --record-to folder of a session that was interrupted (a crash,
 kill -9), watch re-runs the recorded volumes through preprocessing and the GLM, then takes the
 files in the folder from the next volume on (including those that arrived while it was down),
-follows the recorded series, and reports the downtime. See docs/record.md.
+follows the recorded series, and reports the downtime. The recorded processing options and
+model are kept: a flag with another value gets a warning. See docs/record.md.
 
 Folder:
   --dir DIR                the export folder to watch
@@ -54,11 +55,16 @@ export async function run(argv: string[]): Promise<number> {
   if (!formats.includes(String(values.format))) {
     throw new MindeyeError('CLI_USAGE', 'Invalid value for --format.', { field: '--format', value: values.format, expected: formats.join(', '), fix: 'see --help' });
   }
-  const processing = processingFromFlags(values);
+  let processing = processingFromFlags(values);
   const session = sessionFromFlags(values);
+  const design = designFromFlags(values);
+  const expectedVolumes = expectedVolumesFromFlags(values);
+  const freshRecord = session.recordTo === undefined;
   session.recordTo ??= defaultRecordDir();
   session.token = sessionToken(session.token);
-  const resumeFrom = existingRecord(session.recordTo);
+  // Only a folder named with --record-to is resumed.
+  const resumeFrom = freshRecord ? undefined : existingRecord(session.recordTo);
+  if (resumeFrom) ({ processing, modelDir: session.modelDir } = resumedProcessing(resumeFrom, argv, processing, session.modelDir, 'watch'));
   const recordedThrough = resumeFrom ? Math.max(-1, ...resumeFrom.volumes.map((v) => v.volIdx), ...resumeFrom.gaps) : -1;
   const source = watchSource({
     dir: String(values.dir),
@@ -71,10 +77,10 @@ export async function run(argv: string[]): Promise<number> {
     gapTimeoutMs: values['gap-timeout-ms'] !== undefined ? Number(values['gap-timeout-ms']) : undefined,
     stableMs: values['stable-ms'] !== undefined ? Number(values['stable-ms']) : undefined,
     corruptTimeoutMs: values['corrupt-timeout-ms'] !== undefined ? Number(values['corrupt-timeout-ms']) : undefined,
-    expectedVolumes: expectedVolumesFromFlags(values),
+    expectedVolumes,
   });
   process.stdout.write(`watching ${values.dir}; recording to ${session.recordTo}\n`);
-  return runLiveSession({ source: withDesign(asScannerInput(source), designFromFlags(values)), processing, session, keepServing: false, label: 'watch', resumeFrom });
+  return runLiveSession({ source: withDesign(asScannerInput(source), design), processing, session, keepServing: false, label: 'watch', resumeFrom, freshRecord });
 }
 
 /** Reads the series a recorded watch session followed from its run-info source ("folder DIR (nifti, series 3 ...)"). */

@@ -16,16 +16,18 @@
  *   onsetSec, row) and its raw betas as float32 rows of V values in mask order.
  * - frames/trial_TTTT_KIND_SS.jpg: every frame sent (provisional ones: trial_TTTT_KIND-provisional-vNNNNNN_SS.jpg).
  * - report.json: the run report, written when the run ends.
+ * - lock: the pid and start time of the process writing the record, present while it runs
+ *   (see acquireRecordLock).
  *
  * A `kill -9` loses at most the volume being written (its temp file is removed on the next
  * start) and the last, half-written line of a .jsonl file, which readers skip and report.
  */
 import {
-  closeSync, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync,
-  statSync, unlinkSync, writeSync,
+  closeSync, existsSync, fdatasyncSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync,
+  rmdirSync, statSync, unlinkSync, writeFileSync, writeSync,
 } from 'node:fs';
-import { endianness } from 'node:os';
-import { join, resolve } from 'node:path';
+import { endianness, hostname } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
 import { MindeyeError } from '../errors.ts';
 import type { Frame, PipelineEvent, RunInfo, TrialSpec, Volume } from '../events.ts';
 import { encodeNifti, encodeNiftiHeader, type NiftiWriteOptions } from '../io/nifti.ts';
@@ -175,9 +177,123 @@ export function recordedVolumeFiles(dir: string): Map<number, string> {
   return files;
 }
 
+/** Contents of a record's lock file. */
+export interface RecordLock {
+  pid: number;
+  hostname: string;
+  /** Start of the locking process, ms since the epoch (performance.timeOrigin). */
+  processStartEpochMs: number;
+  lockedAtEpochMs: number;
+  command?: string;
+}
+
+/** A lock held by this process, and the folders it created to hold it. */
+export interface HeldRecordLock {
+  file: string;
+  /** Folders this process created for the record, innermost first (removed again if it records nothing). */
+  createdDirs: string[];
+}
+
+/** Returns true when a process with this pid exists (EPERM: it exists but belongs to another user). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function readLock(file: string): RecordLock | undefined {
+  try {
+    const lock = JSON.parse(readFileSync(file, 'utf8')) as RecordLock;
+    return Number.isInteger(lock.pid) ? lock : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Returns true when the lock's process may still be running, so the lock must be respected. */
+function lockIsLive(lock: RecordLock): boolean {
+  // A lock from another machine (a shared file system) cannot be checked, so it is respected.
+  if (lock.hostname !== hostname()) return true;
+  // The same pid with another start time is an earlier process whose pid was reused (pid 1 in containers).
+  if (lock.pid === process.pid) return lock.processStartEpochMs === performance.timeOrigin;
+  // NOTE: a dead recorder whose pid was reused by an unrelated process looks live. The error names the pid so that a user can check it.
+  return processExists(lock.pid);
+}
+
+/**
+ * Locks `dir` for one writing process: `dir`/lock holds its pid and start time. The lock file is
+ * written under a temporary name and hard-linked into place, which fails when a lock exists, so
+ * no reader ever sees a half-written lock. A lock whose process is gone (a kill -9) is taken
+ * over with a warning. A live one raises CLI_USAGE naming the lock file and the pid.
+ */
+export function acquireRecordLock(dir: string, command?: string): HeldRecordLock {
+  const firstCreated = mkdirSync(dir, { recursive: true });
+  const createdDirs: string[] = [];
+  if (firstCreated !== undefined) {
+    for (let d = resolve(dir); ; d = dirname(d)) {
+      createdDirs.push(d);
+      if (d === resolve(firstCreated) || relative(resolve(firstCreated), d).startsWith('..')) break;
+    }
+  }
+  const file = join(dir, 'lock');
+  const tmp = join(dir, `lock.${process.pid}.tmp`);
+  const content: RecordLock = { pid: process.pid, hostname: hostname(), processStartEpochMs: performance.timeOrigin, lockedAtEpochMs: Date.now(), command };
+  writeFileSync(tmp, JSON.stringify(content) + '\n');
+  try {
+    // Two tries: the second follows the removal of a stale lock.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        linkSync(tmp, file);
+        return { file, createdDirs };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = readLock(file);
+      if (holder && lockIsLive(holder)) {
+        throw new MindeyeError('CLI_USAGE', 'Another process is writing this session record.', {
+          file, field: '--record-to', value: dir,
+          expected: `a record no other process writes (the lock is held by pid ${holder.pid} on ${holder.hostname}, ${holder.command ?? 'a mindeye-rt command'} started ${new Date(holder.processStartEpochMs).toISOString()})`,
+          fix: `record to another folder (--record-to), or stop process ${holder.pid} first; delete ${file} only if that process is not a mindeye-rt session`,
+        });
+      }
+      logger.warn({ file, pid: holder?.pid, hostname: holder?.hostname }, holder
+        ? `taking over the record lock of process ${holder.pid}, which is no longer running`
+        : 'taking over an unreadable record lock');
+      try {
+        unlinkSync(file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    throw new MindeyeError('CLI_USAGE', 'Another process took the session record lock at the same time.', {
+      file, field: '--record-to', value: dir, fix: 'record to another folder (--record-to), or start one process per record',
+    });
+  } finally {
+    unlinkSync(tmp);
+  }
+}
+
+/** Removes a lock this process holds (left alone when another process has taken it over since). */
+export function releaseRecordLock(lock: HeldRecordLock): void {
+  const holder = readLock(lock.file);
+  if (holder?.pid !== process.pid || holder.processStartEpochMs !== performance.timeOrigin) return;
+  try {
+    unlinkSync(lock.file);
+  } catch (err) {
+    logger.warn({ err, file: lock.file }, 'the record lock could not be removed');
+  }
+}
+
 /**
  * Writes a session record. The volume write-ahead goes through `writeVolume`, which the session
  * calls before any pipeline stage receives the volume. Every other event goes through `onEvent`.
+ *
+ * The constructor takes the record's lock (acquireRecordLock) and throws when another process
+ * holds it. Files and folders are created at the first write, so a session that fails before
+ * recording anything leaves no folder behind: `close` removes the lock and the folders it made.
  *
  * On an existing record it repairs what a killed process left (a temp volume file, a partial
  * last line, betas without their trial line), then appends. `repairs` lists the repairs.
@@ -198,7 +314,10 @@ export class SessionRecorder {
   private readonly recordedFrames = new Set<string>();
   /** Highest volume or gap index the record had when this recorder opened it (-1 for a new record). */
   private resumedThrough = -1;
-  private readonly eventsFd: number;
+  private eventsFd?: number;
+  private readonly lock: HeldRecordLock;
+  private closed = false;
+  private readonly createdFolders = new Set<string>();
   private readonly log = logger.child({ stage: 'record' });
 
   private readonly meta: RecordMeta;
@@ -216,8 +335,7 @@ export class SessionRecorder {
         motionReference: typeof motionReference === 'string' ? resolve(motionReference) : motionReference ?? 0,
       },
     };
-    mkdirSync(join(dir, 'volumes'), { recursive: true });
-    mkdirSync(join(dir, 'frames'), { recursive: true });
+    this.lock = acquireRecordLock(dir, meta.command);
     this.repair();
     this.recordedVolumes = new Set(recordedVolumeFiles(dir).keys());
     const trials = readJsonLines<{ trialId: number }>(join(dir, 'trials.jsonl'));
@@ -231,15 +349,30 @@ export class SessionRecorder {
       if (e.type === 'frame') this.recordedFrames.add(frameKey(e as Frame));
     }
     this.resumedThrough = Math.max(-1, ...this.recordedVolumes, ...this.recordedGaps);
-    this.eventsFd = openSync(join(dir, 'events.jsonl'), 'a');
+  }
+
+  /** Opens events.jsonl and writes its record-start line, at the first write. */
+  private open(): number {
+    if (this.eventsFd !== undefined) return this.eventsFd;
+    if (this.closed) throw new Error(`the session recorder of ${this.dir} is closed`);
+    this.eventsFd = openSync(join(this.dir, 'events.jsonl'), 'a');
     this.appendEvent({
-      type: 'record-start', format: RECORD_FORMAT, pid: process.pid, command: meta.command,
+      type: 'record-start', format: RECORD_FORMAT, pid: process.pid, command: this.meta.command,
       resumed: this.recordedVolumes.size > 0, volumesInRecord: this.recordedVolumes.size,
     });
+    return this.eventsFd;
+  }
+
+  /** Creates volumes/ or frames/ at its first file. */
+  private ensureFolder(name: 'volumes' | 'frames'): void {
+    if (this.createdFolders.has(name)) return;
+    mkdirSync(join(this.dir, name), { recursive: true });
+    this.createdFolders.add(name);
   }
 
   private repair(): void {
     for (const folder of ['volumes', 'frames']) {
+      if (!existsSync(join(this.dir, folder))) continue;
       for (const name of readdirSync(join(this.dir, folder))) {
         if (!name.endsWith('.tmp')) continue;
         unlinkSync(join(this.dir, folder, name));
@@ -271,6 +404,8 @@ export class SessionRecorder {
    */
   writeVolume(e: Volume): boolean {
     if (this.recordedVolumes.has(e.volIdx)) return false;
+    const eventsFd = this.open();
+    this.ensureFolder('volumes');
     const name = volumeFileName(e.volIdx);
     const dtype = losslessDtype(e.data);
     const voxelSizeMm = [0, 1, 2].map((c) => Math.hypot(e.affine[c], e.affine[4 + c], e.affine[8 + c])) as [number, number, number];
@@ -281,7 +416,7 @@ export class SessionRecorder {
       type: 'volume', volIdx: e.volIdx, acqTimeSec: e.acqTimeSec, receivedAtMs: e.receivedAtMs,
       receivedAtEpochMs: performance.timeOrigin + e.receivedAtMs, sourceId: e.sourceId, file: `volumes/${name}`, dtype,
     } satisfies RecordedVolume);
-    fdatasyncSync(this.eventsFd);
+    fdatasyncSync(eventsFd);
     return true;
   }
 
@@ -293,6 +428,7 @@ export class SessionRecorder {
         const runFile = join(this.dir, 'run.json');
         // A resumed session keeps the first process's run.json: it describes the whole record.
         if (existsSync(runFile)) break;
+        this.open();
         const saved: SavedRun = { format: RECORD_FORMAT, ...e, affine: Array.from(e.affine), ...this.meta };
         writeFileAtomic(runFile, Buffer.from(JSON.stringify(saved, null, 2) + '\n'), true);
         break;
@@ -342,6 +478,8 @@ export class SessionRecorder {
         // Provisional frames are sent again at each progressive estimate, so their names carry the volume index.
         const provisional = e.provisional ? `-provisional-v${String(e.volIdx).padStart(6, '0')}` : '';
         const name = `trial_${String(e.trialId).padStart(4, '0')}_${e.kind}${provisional}_${String(e.step).padStart(2, '0')}.${ext}`;
+        this.open();
+        this.ensureFolder('frames');
         writeFileAtomic(join(this.dir, 'frames', name), image, false);
         this.appendEvent({ ...rest, file: `frames/${name}` });
         break;
@@ -363,6 +501,7 @@ export class SessionRecorder {
 
   /** Writes the run report as report.json (replaced at each run end, so a resumed session's report covers the whole session). */
   writeReport(report: object): void {
+    this.open();
     writeFileAtomic(join(this.dir, 'report.json'), Buffer.from(JSON.stringify(report, null, 2) + '\n'), true);
   }
 
@@ -371,16 +510,30 @@ export class SessionRecorder {
     this.appendEvent(line);
   }
 
+  /** Closes events.jsonl and removes the lock. A record never written to is removed with the folders created for it. */
   close(): void {
-    closeSync(this.eventsFd);
+    if (this.closed) return;
+    this.closed = true;
+    if (this.eventsFd !== undefined) closeSync(this.eventsFd);
+    releaseRecordLock(this.lock);
+    if (this.eventsFd !== undefined) return;
+    for (const d of this.lock.createdDirs) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // Not empty (another process wrote there), so it stays.
+        break;
+      }
+    }
   }
 
   private appendEvent(e: object): void {
     // One write call per line, so a kill leaves at most the last line incomplete.
-    writeSync(this.eventsFd, JSON.stringify({ ...e, recordedAtEpochMs: Date.now() }) + '\n');
+    writeSync(this.open(), JSON.stringify({ ...e, recordedAtEpochMs: Date.now() }) + '\n');
   }
 
   private appendBytes(name: string, bytes: Uint8Array): void {
+    this.open();
     const fd = openSync(join(this.dir, name), 'a');
     try {
       writeSync(fd, bytes);

@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bidsSource } from '../../src/ingest/bids.ts';
 import { readNifti, readNiftiHeader } from '../../src/io/nifti.ts';
@@ -84,7 +84,7 @@ test('failed volume write warns and processing continues', async () => {
   const result = await recordHaxbyRun(record, (e) => {
     if (e.type === 'run-info') {
       // The volumes folder disappears under the session (a removed disk, a full quota).
-      rmSync(join(record, 'volumes'), { recursive: true });
+      rmSync(join(record, 'volumes'), { recursive: true, force: true });
       writeFileSync(join(record, 'volumes'), 'not a folder');
     }
     if (e.type === 'warning') warnings.push(e);
@@ -110,7 +110,9 @@ test('partial last line tolerated and reported', () => {
 test('recorder repairs what a kill left', () => {
   const record = join(dir, 'killed');
   const first = new SessionRecorder(record);
+  first.note({ type: 'trigger', pulseIndex: 0 });
   first.close();
+  mkdirSync(join(record, 'volumes'));
   // What a kill -9 can leave: a temp volume, a half line, a betas row without its trial line.
   writeFileSync(join(record, 'volumes', 'vol_000007.nii.tmp'), 'half a volume');
   appendFileSync(join(record, 'events.jsonl'), '{"type":"volume","volIdx":');
@@ -125,7 +127,7 @@ test('recorder repairs what a kill left', () => {
   const events = readJsonLines<{ type: string; resumed?: boolean }>(join(record, 'events.jsonl'));
   assert.equal(events.partialTail, false, 'the half line is gone, so appends start on a fresh line');
   assert.deepEqual(events.invalidLines, []);
-  assert.deepEqual(events.lines.map((l) => l.type), ['record-start', 'record-start']);
+  assert.deepEqual(events.lines.map((l) => l.type), ['record-start', 'trigger']);
   assert.equal(readJsonLines(join(record, 'trials.jsonl')).lines.length, 1);
 });
 
@@ -213,6 +215,57 @@ test('replay rejects bad record flags', () => {
   const missing = cli(['--record', join(dir, 'nowhere'), '--no-dashboard']);
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /run\.json is missing/);
+  const zeroSpeed = cli(['--record', record, '--speed', '0', '--no-dashboard']);
+  assert.equal(zeroSpeed.status, 1);
+  assert.match(zeroSpeed.stderr, /expected: realtime, max, a positive factor, or recorded/);
   const help = cli(['--help']);
   assert.match(help.stdout, /--speed recorded/);
+  assert.match(help.stdout, /--speed S +realtime/);
+});
+
+test('second recorder on a live lock rejected', () => {
+  const record = join(dir, 'locked');
+  const first = new SessionRecorder(record, { command: 'watch' });
+  first.note({ type: 'trigger', pulseIndex: 0 });
+  const lock = JSON.parse(readFileSync(join(record, 'lock'), 'utf8'));
+  assert.equal(lock.pid, process.pid);
+  assert.throws(() => new SessionRecorder(record, { command: 'watch' }), (err: Error) => {
+    assert.match(err.message, /Another process is writing this session record/);
+    assert.ok(err.message.includes(join(record, 'lock')), err.message);
+    assert.match(err.message, new RegExp(`pid ${process.pid}`));
+    assert.match(err.message, /record to another folder/);
+    return true;
+  });
+  first.close();
+  assert.ok(!existsSync(join(record, 'lock')), 'close removes the lock');
+  const second = new SessionRecorder(record, { command: 'watch' });
+  second.close();
+});
+
+test('stale lock of a dead process taken over', () => {
+  const record = join(dir, 'stale-lock');
+  mkdirSync(record);
+  // A process that has exited: its pid no longer exists (unless reused within this test).
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const deadPid = Number(dead.stdout);
+  writeFileSync(join(record, 'lock'), JSON.stringify({ pid: deadPid, hostname: hostname(), processStartEpochMs: 1, lockedAtEpochMs: 1, command: 'watch' }));
+  const recorder = new SessionRecorder(record, { command: 'watch' });
+  assert.equal(JSON.parse(readFileSync(join(record, 'lock'), 'utf8')).pid, process.pid, 'the lock now names this process');
+  recorder.close();
+  writeFileSync(join(record, 'lock'), 'half a lock');
+  const afterGarbage = new SessionRecorder(record, { command: 'watch' });
+  assert.equal(JSON.parse(readFileSync(join(record, 'lock'), 'utf8')).pid, process.pid, 'an unreadable lock is taken over');
+  afterGarbage.close();
+});
+
+test('recorder writing nothing leaves no folder', () => {
+  const parent = join(dir, 'never-written');
+  const recorder = new SessionRecorder(join(parent, 'session'), { command: 'serve' });
+  assert.ok(existsSync(join(parent, 'session', 'lock')), 'the lock exists while the recorder is open');
+  recorder.close();
+  assert.ok(!existsSync(parent), 'the folders created for the record are removed');
+  const existing = join(dir, 'given-empty');
+  mkdirSync(existing);
+  new SessionRecorder(existing).close();
+  assert.ok(existsSync(existing), 'a folder that existed before stays');
 });
