@@ -75,10 +75,9 @@ export function resumedProcessing(
     const recordedValue = comparableOption(key, recorded[key]);
     if (givenValue !== recordedValue) warn(`--${flag}`, recordedValue, givenValue);
   }
-  if (modelDir !== undefined && record.run.modelDir !== undefined && resolve(modelDir) !== record.run.modelDir) {
-    warn('--model', record.run.modelDir, resolve(modelDir));
-  }
-  return { processing: recorded, modelDir: record.run.modelDir ?? modelDir };
+  // A record made without --model keeps decoding without one.
+  if (modelDir !== undefined && resolve(modelDir) !== record.run.modelDir) warn('--model', record.run.modelDir ?? 'none', resolve(modelDir));
+  return { processing: recorded, modelDir: record.run.modelDir };
 }
 
 /** Formats an option value as its flag is written: paths resolved, drift models as polyN / dctS. */

@@ -155,12 +155,13 @@ test('resume keeps recorded processing flags', async () => {
   const runBefore = readFileSync(join(record, 'run.json'), 'utf8');
   const report = join(dir, 'resumed-report.json');
   const resumed = startServe(['--port', '0', '--no-dashboard', '--mask', MASK, '--expected-volumes', '3', '--record-to', record,
-    '--window-sec', '30', '--glm', 'lsa', '--motion', 'off', '--report', report]);
+    '--window-sec', '30', '--glm', 'lsa', '--motion', 'off', '--model', join(dir, 'no-such-model'), '--report', report]);
   assert.equal(await resumed.exited, 0, resumed.stderr());
   const stderr = resumed.stderr();
   assert.match(stderr, /serve: warning: --window-sec 30 differs from the recorded 5 in .*\. The session resumes with the recorded value/);
   assert.match(stderr, /--glm lsa differs from the recorded lss/);
   assert.match(stderr, /--motion off differs from the recorded auto/);
+  assert.match(stderr, /--model \S*no-such-model differs from the recorded none/, 'the record was made without a model, so none is loaded');
   assert.doesNotMatch(stderr, /--mask .* differs/, 'the same mask is no difference');
   assert.equal(readFileSync(join(record, 'run.json'), 'utf8'), runBefore, 'run.json is unchanged');
   const rep = JSON.parse(readFileSync(report, 'utf8'));
