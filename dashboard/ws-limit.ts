@@ -4,15 +4,15 @@
  * @fastify/websocket runs one `ws` server per fastify instance, and its `maxPayload` applies to
  * every route. The push endpoint (/ingest) needs messages of a whole volume (256 MiB by default)
  * while the page stream and the feedback socket need 64 KiB. The shared server is therefore set
- * to the largest limit, and `limitMessageBytes` enforces a smaller limit on one route. It counts the bytes
- * that arrive on the TCP socket since the last complete message (or ping or pong) and closes
- * the connection with 1009 ("message too big", RFC 6455) once they exceed the limit.
+ * to the largest limit, and `limitMessageBytes` enforces a smaller limit on one route. It
+ * counts the bytes that arrive on the TCP socket since the last complete message (or ping or
+ * pong) and closes the connection with 1009 ("message too big", RFC 6455) once they exceed it.
  *
- * The count runs after ws has parsed each TCP read: ws 8 emits 'message' while it parses
+ * The count runs after ws has parsed each TCP read. ws 8 emits 'message' while it parses
  * (allowSynchronousEvents, the default since ws 8.17), so a read in which a message ended
- * restarts the count, and a message that arrived whole within one read is checked by its
- * length. A client can therefore make the server buffer at most the limit plus one TCP read
- * (64 KiB in Node.js) before it is disconnected.
+ * restarts the count. A message that arrived whole within one read is checked by its length.
+ * A client can therefore make the server buffer at most the limit plus one TCP read (64 KiB in
+ * Node.js) before it is disconnected.
  */
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';

@@ -183,8 +183,8 @@ export interface TrialTimeline {
 
 /**
  * Picks a trial with a full img2img sequence (else the first with a final frame) and collects
- * its spans from its window-closing volume to its final frame: the stages of every volume in
- * that time, and the trial's own decode and render stages.
+ * its spans from its window-closing volume to its final frame. The spans are the stages of every
+ * volume in that time, plus the trial's own decode and render stages.
  */
 export function trialTimeline(capture: ReplayCapture): TrialTimeline | undefined {
   // A trial closed by the end of a truncated run got its final betas only when the source

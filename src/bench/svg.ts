@@ -104,8 +104,8 @@ export interface TimelineMarker {
 }
 
 /**
- * One trial's timeline: a row per stage, spans in ms from `originMs` (the window-closing
- * volume's arrival), and vertical markers (betas final, first frame, final frame).
+ * Draws one trial's timeline: a row per stage, with spans in ms from `originMs` (the arrival of
+ * the window-closing volume). Vertical markers show betas final, first frame and final frame.
  */
 export function trialTimelineSvg(title: string, originMs: number, spans: TimelineSpan[], markers: TimelineMarker[], stageOrder: string[]): string {
   const stages = stageOrder.filter((s) => spans.some((span) => span.stage === s));

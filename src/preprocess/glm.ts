@@ -76,7 +76,7 @@ interface TrialState {
 
 const NOMINAL_DURATION_SEC = 300;
 /**
- * Longest run the drift basis is sized for (1 hour). A header can claim any volume count (a
+ * Maximum run length the drift basis is sized for (1 hour). A header can claim any volume count (a
  * NIfTI-2 dim[4] of 2^40), and the DCT basis grows with the run, so a claim is clamped here.
  * NOTE: a real run longer than an hour keeps the 1-hour basis, which models slow drift less well.
  */

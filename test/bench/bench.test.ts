@@ -54,12 +54,13 @@ function expectedStages(): string[] {
   return stages;
 }
 
-function assertPercentiles(value: unknown, what: string): void {
-  assert.equal(typeof value, 'object', `${what} is missing`);
+function assertPercentiles(value: unknown, label: string): void {
+  assert.equal(typeof value, 'object', `${label} is missing`);
   for (const key of ['p50', 'p95', 'p99', 'max']) {
     const x = (value as Record<string, unknown>)[key];
-    assert.equal(typeof x, 'number', `${what}.${key} = ${x}`);
-    assert.ok(Number.isFinite(x) && (x as number) >= 0, `${what}.${key} = ${x}`);
+    assert.equal(typeof x, 'number', `${label}.${key} = ${x}`);
+    assert.ok(Number.isFinite(x), `${label}.${key} = ${x}`);
+    assert.ok((x as number) >= 0, `${label}.${key} = ${x}`);
   }
 }
 

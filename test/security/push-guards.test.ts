@@ -27,8 +27,8 @@ async function connect(url: string, headers: Record<string, string>): Promise<{ 
   return { socket, acks, closed };
 }
 
-/** Returns the HTTP status and body of a refused upgrade. */
-function refused(url: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+/** Returns the HTTP status and body of a rejected upgrade. */
+function rejectedUpgrade(url: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, { headers });
     socket.once('open', () => reject(new Error('the upgrade was accepted')));
@@ -72,25 +72,25 @@ describe('push endpoint on its own server', () => {
   after(() => app.close());
 
   test('missing token gets 401', async () => {
-    const r = await refused(url, {});
+    const r = await rejectedUpgrade(url, {});
     assert.equal(r.status, 401);
     const body = JSON.parse(r.body) as { error: string; message: string };
     assert.deepEqual(Object.keys(body).sort(), ['error', 'message']);
     assert.equal(body.error, 'token');
     assert.match(body.message, /^pushing volumes to \/ingest needs the session token, and none was given/);
-    const empty = await refused(`${url}?token=`, {});
+    const empty = await rejectedUpgrade(`${url}?token=`, {});
     assert.equal(empty.status, 401);
   });
 
   test('wrong token gets 403', async () => {
-    const r = await refused(url, { authorization: `Bearer ${TOKEN}x` });
+    const r = await rejectedUpgrade(url, { authorization: `Bearer ${TOKEN}x` });
     assert.equal(r.status, 403);
     const body = JSON.parse(r.body) as { error: string; message: string };
     assert.deepEqual(Object.keys(body).sort(), ['error', 'message']);
     assert.equal(body.error, 'token');
     assert.match(body.message, /^pushing volumes to \/ingest: the session token given is wrong/);
     assert.ok(!r.body.includes(`${TOKEN}x`), 'the body does not echo the token');
-    const query = await refused(`${url}?token=nope`, {});
+    const query = await rejectedUpgrade(`${url}?token=nope`, {});
     assert.equal(query.status, 403);
   });
 
@@ -158,15 +158,15 @@ describe('push endpoint behind the dashboard (serve)', () => {
   after(() => handle.close());
 
   test('ingest token errors name /ingest', async () => {
-    const wrong = await refused(`${base}/ingest`, { authorization: `Bearer ${TOKEN}x` });
+    const wrong = await rejectedUpgrade(`${base}/ingest`, { authorization: `Bearer ${TOKEN}x` });
     assert.equal(wrong.status, 403);
     assert.match(wrong.body, /pushing volumes to \/ingest: the session token given is wrong/);
     assert.doesNotMatch(wrong.body, /dashboard/);
     // From loopback the dashboard lets viewing through without a token, but /ingest needs one.
-    const missing = await refused(`${base}/ingest`, {});
+    const missing = await rejectedUpgrade(`${base}/ingest`, {});
     assert.equal(missing.status, 401);
     assert.match(missing.body, /pushing volumes to \/ingest needs the session token/);
-    const viewing = await refused(`${base}/stream?token=nope`, {});
+    const viewing = await rejectedUpgrade(`${base}/stream?token=nope`, {});
     assert.equal(viewing.status, 403, 'other routes keep the viewing rule');
     assert.match(viewing.body, /viewing this dashboard/);
   });
